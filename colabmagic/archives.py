@@ -1,0 +1,714 @@
+"""Archives from strangers: member validation and streaming readers for zip and tar.
+
+Nothing here trusts a header.  Every member name is checked (`clean_name`), the set of
+members is checked as a whole (`Plan`: duplicates, file-vs-folder clashes, links
+that leave the tree), and sizes are enforced with a running count while the bytes
+stream in.  Zip members are all checked from the central directory before the first
+byte is written; tar has no index, so its members are checked as they arrive, and
+everything is written under a staging folder that is only moved into place once the
+whole archive has passed (see stage.py).
+
+Readers consume a `Stream`: the archive's bytes front to back, as they arrive from
+Drive, so that unpacking overlaps with reading and the archive is never stored.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ColabMagicError
+
+MAX_NAME_BYTES = 4096  # PATH_MAX: deeper names are a bomb, not a dataset
+MAX_COMPONENT_BYTES = 255  # NAME_MAX on ext4 and DriveFS
+MAX_LINK_TARGET = 4096
+RATIO_LIMIT = 1000  # expanded/compressed above this ...
+RATIO_MIN_BYTES = 10**9  # ... over more than 1 GB is refused unless allowed
+
+
+class Refused(ColabMagicError):
+    """An archive that colabmagic will not unpack; nothing of it was put in place."""
+
+
+def shown(name: str, limit: int = 80) -> str:
+    """NAME as a quoted, escaped, bounded string for a one-line message."""
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
+
+
+@dataclass
+class Member:
+    name: str  # normalised: relative, "/"-separated, no "." or ".." parts
+    kind: str  # "file", "dir", "symlink" or "hardlink"
+    size: int = 0  # declared bytes of a file
+    # Link target (symlink: as stored; hardlink: normalised member name).  None for a
+    # zip symlink until its data, which holds the target, has arrived.
+    target: str | None = ""
+    mode: int = 0o644
+
+
+def clean_name(raw: str, *, is_dir: bool = False) -> str | None:
+    """RAW as a safe relative name, None for the archive's own "." entry, or Refused."""
+    why = _name_problem(raw)
+    if why:
+        raise Refused(f"member {shown(raw)} {why}")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if not parts:
+        if is_dir:
+            return None  # "./": the target folder itself; creating it changes nothing
+        raise Refused(f"member {shown(raw)} has an empty name")
+    for part in parts:
+        if unicodedata.normalize("NFKC", part) in (".", ".."):
+            raise Refused(f"member {shown(raw)} has a part that reads as {part!r}")
+        if len(os.fsencode(part)) > MAX_COMPONENT_BYTES:
+            raise Refused(f"member {shown(raw)} has a part longer than 255 bytes")
+    return "/".join(parts)
+
+
+def _name_problem(raw: str) -> str | None:
+    if raw == "":
+        return "has an empty name"
+    if "\x00" in raw:
+        return "has a NUL character in its name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        return "has a control character in its name"
+    if "\\" in raw:
+        return "has a backslash in its name"
+    if len(raw) >= 2 and raw[1] == ":" and raw[0].isalpha():
+        return "starts with a drive letter"
+    if raw.startswith("/"):
+        return "is an absolute path"
+    if ".." in raw.split("/"):
+        return 'has a ".." segment'
+    if len(os.fsencode(raw)) > MAX_NAME_BYTES:
+        return f"has a name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _inside(link_name: str, target: str) -> bool:
+    """Whether TARGET, read from the folder holding LINK_NAME, stays in the tree."""
+    depth = 0
+    for part in link_name.split("/")[:-1] + target.split("/"):
+        if part in ("", "."):
+            continue
+        depth = depth - 1 if part == ".." else depth + 1
+        if depth < 0:
+            return False
+    return True
+
+
+@dataclass
+class Plan:
+    """The members of one archive, checked as a whole as they are added."""
+
+    files: dict[str, Member] = field(default_factory=dict)  # files and links
+    dirs: set[str] = field(default_factory=set)
+    declared: int = 0
+    top: dict[str, None] = field(default_factory=dict)  # top-level names, in order
+
+    def add(self, member: Member) -> None:
+        name = member.name
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in self.files:
+                raise Refused(f"member {shown(name)} is inside {shown(parent)}, which is a file")
+            self.dirs.add(parent)
+        if member.kind == "dir":
+            if name in self.files:
+                raise Refused(f"member {shown(name)} is both a file and a folder")
+            self.dirs.add(name)
+        else:
+            if name in self.dirs:
+                raise Refused(f"member {shown(name)} is both a file and a folder")
+            if name in self.files:
+                raise Refused(f"member {shown(name)} appears twice")
+            if member.kind == "symlink" and member.target is not None:
+                _check_symlink(name, member.target)
+            elif (
+                member.kind == "hardlink"
+                and getattr(self.files.get(member.target or ""), "kind", None) != "file"
+            ):
+                raise Refused(
+                    f"member {shown(name)} is a hard link to {shown(member.target)}, "
+                    "which is not an earlier file of the archive"
+                )
+            self.files[name] = member
+            self.declared += member.size
+        self.top.setdefault(parts[0], None)
+
+
+def _check_symlink(name: str, target: str) -> None:
+    if not target:
+        raise Refused(f"member {shown(name)} is a link with an empty target")
+    if target.startswith("/") or "\x00" in target or "\\" in target:
+        raise Refused(f"member {shown(name)} links to {shown(target)}, an absolute path")
+    if not _inside(name, target):
+        raise Refused(f"member {shown(name)} links to {shown(target)}, outside the target folder")
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class Stream:
+    """The bytes of an archive in order, from an iterator of chunks.
+
+    `view` hands out slices of the chunks without copying.  Seeking backwards is
+    allowed only within the chunks still held (tarfile re-reads a header block).
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+        self._prev = memoryview(b"")
+        self._base = 0  # stream offset of self._buf[0]
+        self._pos = 0  # offset within self._buf
+        self.name = None  # tarfile looks for it
+        self.last_read = b""  # what the last read() returned: the block tarfile gave up on
+
+    def tell(self) -> int:
+        return self._base + self._pos
+
+    def _next_chunk(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                self._base += len(self._buf)
+                self._prev, self._buf, self._pos = self._buf, memoryview(chunk), 0
+                return True
+        return False
+
+    def view(self, n: int) -> memoryview | bytes:
+        """Up to N bytes (fewer only at the end), without a copy when one chunk has them."""
+        if self._pos == len(self._buf) and not self._next_chunk():
+            return b""
+        end = self._pos + n
+        if end <= len(self._buf):
+            out = self._buf[self._pos : end]
+            self._pos = end
+            return out
+        return self.read(n)
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = 1 << 62
+        parts: list[memoryview] = []
+        while n > 0:
+            if self._pos == len(self._buf) and not self._next_chunk():
+                break
+            take = min(n, len(self._buf) - self._pos)
+            parts.append(self._buf[self._pos : self._pos + take])
+            self._pos += take
+            n -= take
+        self.last_read = b"".join(parts)
+        return self.last_read
+
+    def skip(self, n: int) -> int:
+        skipped = 0
+        while n > 0:
+            if self._pos == len(self._buf) and not self._next_chunk():
+                break
+            take = min(n, len(self._buf) - self._pos)
+            self._pos += take
+            n -= take
+            skipped += take
+        return skipped
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1:
+            offset += self.tell()
+        elif whence != 0:
+            raise OSError("archive streams cannot seek from the end")
+        here = self.tell()
+        if offset >= here:
+            self.skip(offset - here)
+        elif offset >= self._base:
+            self._pos = offset - self._base
+        elif offset >= self._base - len(self._prev):
+            # step back into the previous chunk: make it current again
+            self._buf = memoryview(bytes(self._prev) + bytes(self._buf))
+            self._base -= len(self._prev)
+            self._prev = memoryview(b"")
+            self._pos = offset - self._base
+        else:
+            raise OSError("archive streams cannot seek that far back")
+        return self.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+def decompressed(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
+    """Chunks of the decompressed stream (gzip, bzip2, xz or zstd), all members of it."""
+    new = _decompressor_factory(kind)
+    dec = new()
+    for chunk in chunks:
+        while chunk:
+            try:
+                out = dec.decompress(chunk)
+            except Exception as error:  # zlib.error, OSError, LZMAError, ZstdError
+                raise Refused(f"the {kind} data is corrupt: {error}") from None
+            if out:
+                yield out
+            if getattr(dec, "eof", False):
+                chunk = dec.unused_data
+                dec = new()  # concatenated streams, as gzip -c a b > ab makes
+            else:
+                chunk = b""
+
+
+def _decompressor_factory(kind: str) -> Callable:
+    if kind == "gz":
+        import zlib
+
+        return lambda: zlib.decompressobj(31)
+    if kind == "bz2":
+        import bz2
+
+        return bz2.BZ2Decompressor
+    if kind == "xz":
+        import lzma
+
+        return lzma.LZMADecompressor
+    if kind == "zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise ColabMagicError(
+                ".tar.zst needs the zstandard package: pip install zstandard"
+            ) from None
+
+        class _Zstd:
+            def __init__(self) -> None:
+                self._dec = zstandard.ZstdDecompressor().decompressobj()
+                self.eof = False
+                self.unused_data = b""
+
+            def decompress(self, data: bytes) -> bytes:
+                return self._dec.decompress(data)
+
+        return _Zstd
+    raise AssertionError(kind)
+
+
+# --------------------------------------------------------------------------- output
+
+
+class Writer:
+    """Writes members under TOP (a fresh staging folder) and nowhere else.
+
+    Files and folders are written as they stream in; links are created only at the
+    end, so no member is ever written through a link, and each created link is then
+    resolved on disk to prove it stays inside TOP.
+    """
+
+    def __init__(self, top: Path, *, budget: int | None = None, on_bytes=None) -> None:
+        self.top = top
+        self.budget = budget  # bytes the disk can still take; None = unchecked
+        self.written = 0
+        self.files = 0
+        self._made: set[str] = set()
+        self._links: list[Member] = []
+        self._on_bytes = on_bytes or (lambda n: None)
+
+    def _dir(self, name: str) -> None:
+        if name and name not in self._made:
+            os.makedirs(self.top / name, exist_ok=True)
+            self._made.add(name)
+
+    def mkdir(self, name: str) -> None:
+        self._dir(name)
+
+    def file(self, member: Member, data: Iterator[memoryview | bytes]) -> None:
+        """Write MEMBER from DATA; stop at one byte past its declared size."""
+        parent, _, _ = member.name.rpartition("/")
+        self._dir(parent)
+        path = self.top / member.name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, member.mode & 0o755 | 0o600)
+        try:
+            size = 0
+            for piece in data:
+                size += len(piece)
+                if size > member.size:
+                    raise Refused(
+                        f"member {shown(member.name)} is larger than the "
+                        f"{member.size:,} bytes it declares"
+                    )
+                if self.budget is not None and self.written + len(piece) > self.budget:
+                    raise ColabMagicError(
+                        f"the disk is full: {member.name} would exceed the free space"
+                    )
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
+                self.written += len(piece)
+                self._on_bytes(len(piece))
+        finally:
+            os.close(fd)
+        if size != member.size:
+            raise Refused(
+                f"member {shown(member.name)} has {size:,} bytes, not the "
+                f"{member.size:,} it declares (truncated or corrupt)"
+            )
+        self.files += 1
+
+    def link(self, member: Member) -> None:
+        self._links.append(member)
+
+    def finish(self) -> None:
+        """Create the links, then prove on disk that each one resolves inside TOP."""
+        top = os.path.realpath(self.top)
+        for member in self._links:
+            parent, _, _ = member.name.rpartition("/")
+            self._dir(parent)
+            path = self.top / member.name
+            if member.kind == "hardlink":
+                os.link(self.top / member.target, path)
+            else:
+                os.symlink(member.target, path)
+            self.files += 1
+        for member in self._links:
+            if member.kind == "symlink":
+                real = os.path.realpath(self.top / member.name)
+                if real != top and not real.startswith(top + os.sep):
+                    raise Refused(
+                        f"member {shown(member.name)} links to {shown(member.target)}, "
+                        "which resolves outside the target folder"
+                    )
+
+
+# --------------------------------------------------------------------------- zip
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory
+_EOCD64_LOC = struct.Struct("<4sLQL")
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_CDH = struct.Struct("<4s4B4HL2L5H2L")  # central directory header
+_LFH = struct.Struct("<4s2B4HL2L2H")  # local file header
+_ZIP_METHODS = {0: "stored", 8: "deflate"}
+
+
+@dataclass
+class ZipEntry:
+    member: Member
+    raw_name: bytes
+    method: int
+    flags: int
+    crc: int
+    csize: int
+    offset: int  # of the local header, in the file
+
+
+@dataclass
+class ZipIndex:
+    entries: list[ZipEntry]  # in file order
+    plan: Plan
+    data_end: int  # where the central directory starts
+    cp437_names: int  # names decoded as cp437 (no UTF-8 flag, not ASCII)
+
+
+def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
+    """Parse and check the central directory of a zip of SIZE bytes: every member is
+    vetted here, before any data is read."""
+    if size < _EOCD.size:
+        raise Refused("not a zip archive (too short)")
+    tail_len = min(size, 65536 + _EOCD.size)
+    tail = pread(size - tail_len, tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    while at >= 0 and at + _EOCD.size > len(tail):
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+    if at < 0:
+        raise Refused("not a zip archive (no end-of-central-directory record)")
+    eocd_pos = size - tail_len + at
+    _, disk, cd_disk, _, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
+    if disk != 0 or cd_disk != 0:
+        raise Refused("zip archives that span several disks are not supported")
+    loc = at - _EOCD64_LOC.size
+    if loc >= 0 and tail[loc : loc + 4] == b"PK\x06\x07":
+        # As zipfile does, take the zip64 record from just before its locator: the
+        # offset the locator stores is wrong when a stub precedes the archive.
+        eocd64_pos = eocd_pos - _EOCD64_LOC.size - _EOCD64.size
+        rec = pread(eocd64_pos, _EOCD64.size) if eocd64_pos >= 0 else b""
+        needs_zip64 = 0xFFFF in (count,) or 0xFFFFFFFF in (cd_size, cd_offset)
+        if len(rec) == _EOCD64.size and rec[:4] == b"PK\x06\x06":
+            fields = _EOCD64.unpack(rec)
+            count, cd_size, cd_offset = fields[7], fields[8], fields[9]
+            cd_end = eocd64_pos
+        elif needs_zip64:
+            raise Refused("the zip64 end record is missing or corrupt")
+        else:
+            cd_end = eocd_pos  # the "locator" was a member name's bytes, not a record
+    else:
+        cd_end = eocd_pos
+    # Bytes before the archive (a self-extracting stub) shift every offset.
+    shift = cd_end - cd_size - cd_offset
+    if shift < 0 or cd_size > size or count > cd_size // _CDH.size + 1:
+        raise Refused("the zip central directory is out of bounds")
+    cd_start = cd_offset + shift
+    cd = pread(cd_start, cd_size)
+    if len(cd) != cd_size:
+        raise Refused("the zip central directory is truncated")
+    entries, cp437 = _parse_central_directory(cd, count, shift)
+    plan = Plan()
+    for entry in entries:
+        plan.add(entry.member)
+    entries.sort(key=lambda e: e.offset)
+    end = cd_start
+    for entry in reversed(entries):
+        # Members must not overlap each other or the directory: overlapping entries
+        # are how zip bombs multiply a few KB into terabytes.
+        data_start = entry.offset + _LFH.size + len(entry.raw_name)
+        if entry.offset < 0 or data_start + entry.csize > end:
+            raise Refused(
+                f"member {shown(entry.member.name)} overlaps another member or runs past "
+                "the central directory (a zip bomb or a corrupt archive)"
+            )
+        end = entry.offset
+    return ZipIndex(entries, plan, cd_start, cp437)
+
+
+def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<2H", extra, pos)
+        if tag == 1:
+            body = extra[pos + 4 : pos + 4 + length]
+            values = []
+            for want in (usize, csize, offset):
+                if want == 0xFFFFFFFF:
+                    if len(body) < 8 * (len(values) + 1):
+                        raise Refused("a zip64 extra field is truncated")
+                    values.append(struct.unpack_from("<Q", body, 8 * len(values))[0])
+                else:
+                    values.append(None)
+            return (
+                usize if values[0] is None else values[0],
+                csize if values[1] is None else values[1],
+                offset if values[2] is None else values[2],
+            )
+        pos += 4 + length
+    return usize, csize, offset
+
+
+def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[ZipEntry], int]:
+    entries = []
+    cp437 = 0
+    pos = 0
+    records = 0
+    while pos < len(cd):
+        records += 1
+        if len(cd) - pos < _CDH.size or cd[pos : pos + 4] != b"PK\x01\x02":
+            raise Refused("the zip central directory is corrupt (bad magic number)")
+        (_, _, made_by, _, _, flags, method, _, _, crc, csize, usize, nlen, elen, clen, _, _,
+         ext_attr, offset) = _CDH.unpack_from(cd, pos)  # fmt: skip
+        raw_name = cd[pos + _CDH.size : pos + _CDH.size + nlen]
+        extra = cd[pos + _CDH.size + nlen : pos + _CDH.size + nlen + elen]
+        pos += _CDH.size + nlen + elen + clen
+        if pos > len(cd):
+            raise Refused("the zip central directory is truncated")
+        if flags & 0x800:
+            name = raw_name.decode("utf-8", "surrogateescape")
+        else:
+            try:
+                name = raw_name.decode("ascii")
+            except UnicodeDecodeError:
+                name = raw_name.decode("cp437")  # as zipfile and most zip tools do
+                cp437 += 1
+        if flags & 0x41:
+            raise Refused(f"member {shown(name)} is encrypted")
+        if method not in _ZIP_METHODS:
+            raise Refused(f"member {shown(name)} uses unsupported compression method {method}")
+        usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
+        unix_mode = ext_attr >> 16 if made_by == 3 else 0
+        is_dir = name.endswith("/") or stat.S_ISDIR(unix_mode)
+        clean = clean_name(name, is_dir=is_dir)
+        if clean is None:
+            continue
+        if is_dir:
+            member = Member(clean, "dir")
+        elif stat.S_ISLNK(unix_mode):
+            if usize > MAX_LINK_TARGET:
+                raise Refused(f"member {shown(name)} is a link with an oversized target")
+            member = Member(clean, "symlink", size=usize, target=None)
+        else:
+            # Zip mode bits never make devices or FIFOs here: anything else is a file.
+            mode = 0o755 if unix_mode & 0o100 else 0o644
+            member = Member(clean, "file", size=usize, mode=mode)
+        if method == 0 and csize != usize and not is_dir:
+            raise Refused(f"member {shown(name)} is stored but its two sizes differ")
+        entries.append(ZipEntry(member, raw_name, method, flags, crc, csize, offset + shift))
+    if records != count:
+        raise Refused(f"the zip central directory holds {records} entries but declares {count}")
+    return entries, cp437
+
+
+def zip_symlink_target(entry: ZipEntry, data: bytes) -> Member:
+    target = data.decode("utf-8", "surrogateescape")
+    member = Member(entry.member.name, "symlink", target=target)
+    _check_symlink(member.name, target)
+    return member
+
+
+def stream_zip(
+    index: ZipIndex, stream: Stream, writer: Writer, on_member: Callable[[], None] = lambda: None
+) -> None:
+    """Unpack the members of INDEX from STREAM (the zip's bytes from offset 0)."""
+    import zlib
+
+    for entry in index.entries:
+        on_member()
+        here = stream.tell()
+        if here > entry.offset:
+            raise Refused(f"member {shown(entry.member.name)} overlaps the member before it")
+        stream.skip(entry.offset - here)  # data descriptors and gaps
+        header = stream.read(_LFH.size)
+        if len(header) < _LFH.size or header[:4] != b"PK\x03\x04":
+            raise Refused(f"member {shown(entry.member.name)}: bad local header")
+        nlen, elen = struct.unpack_from("<2H", header, 26)
+        local_name = stream.read(nlen)
+        if local_name != entry.raw_name:
+            raise Refused(
+                f"member {shown(entry.member.name)}: its local header names it "
+                f"{shown(local_name.decode('utf-8', 'replace'))} (a mismatched archive)"
+            )
+        stream.skip(elen)
+        member = entry.member
+        if member.kind == "dir":
+            stream.skip(entry.csize)
+            writer.mkdir(member.name)
+            continue
+        pieces = _zip_data(entry, stream, zlib)
+        if member.kind == "symlink":
+            data = b"".join(bytes(p) for p in pieces)
+            if len(data) != member.size:
+                raise Refused(f"member {shown(member.name)} is a link of the wrong size")
+            writer.link(zip_symlink_target(entry, data))
+            continue
+        writer.file(member, pieces)
+
+
+def _zip_data(entry: ZipEntry, stream: Stream, zlib) -> Iterator[memoryview | bytes]:
+    """The member's uncompressed bytes, CRC-checked, never more than declared + 1."""
+    name = entry.member.name
+    left = entry.csize
+    crc = 0
+    inflate = zlib.decompressobj(-15) if entry.method == 8 else None
+    room = entry.member.size + 1  # one byte past the declared size proves a lie
+    while left > 0:
+        piece = stream.view(min(left, 1 << 20))
+        if not piece:
+            raise Refused(f"member {shown(name)} is truncated")
+        left -= len(piece)
+        if inflate is None:
+            out = piece
+        else:
+            try:
+                # Never more than one byte past the declared size: a bomb stops here.
+                # (room is at least 1: zlib reads a max_length of 0 as "no limit".)
+                out = inflate.decompress(piece, room)
+            except zlib.error as error:
+                raise Refused(f"member {shown(name)} has corrupt deflate data: {error}") from None
+            room -= len(out)
+            if inflate.unconsumed_tail or room <= 0:
+                yield out
+                yield b"\0"  # past the declared size: Writer refuses it
+                return
+        crc = zlib.crc32(out, crc)
+        yield out
+    if inflate is not None:
+        tail = inflate.flush()
+        if tail:
+            crc = zlib.crc32(tail, crc)
+            yield tail
+        if not inflate.eof:
+            raise Refused(f"member {shown(name)} has truncated deflate data")
+    if crc != entry.crc:
+        raise Refused(f"member {shown(name)} fails its CRC check (corrupt)")
+
+
+# --------------------------------------------------------------------------- tar
+
+
+def tar_members(stream: Stream) -> Iterator[tuple[Member, int]]:
+    """Vetted members of a tar stream with their data offsets, in archive order.
+
+    tarfile parses the headers (ustar, GNU, pax); everything it would do on its own
+    (devices, sparse files, absolute links) is refused here instead.
+    """
+    import tarfile
+
+    try:
+        archive = tarfile.TarFile(fileobj=stream, mode="r")
+    except ColabMagicError:
+        raise
+    except Exception as error:  # ReadError, ValueError, OverflowError, UnicodeError, ...
+        raise Refused(f"not a valid tar archive: {error}") from None
+    iterator = iter(archive)
+    while True:
+        try:
+            info = next(iterator)
+        except StopIteration:
+            break
+        except ColabMagicError:
+            raise
+        except Exception as error:
+            raise Refused(f"not a valid tar archive: {error}") from None
+        member = _tar_member(info)
+        if member is not None:
+            yield member, info.offset_data
+    _check_tar_end(stream, archive.offset)
+
+
+def _tar_member(info) -> Member | None:
+    raw = info.name
+    if info.isdir():
+        clean = clean_name(raw, is_dir=True)
+        return None if clean is None else Member(clean, "dir")
+    clean = clean_name(raw)
+    assert clean is not None
+    if info.issparse():
+        raise Refused(f"member {shown(raw)} is a sparse file (not supported)")
+    if info.isreg():
+        mode = 0o755 if info.mode & 0o100 else 0o644
+        return Member(clean, "file", size=info.size, mode=mode)
+    if info.issym():
+        return Member(clean, "symlink", target=info.linkname)
+    if info.islnk():
+        if not info.linkname:
+            raise Refused(f"member {shown(raw)} is a hard link with an empty target")
+        if info.linkname.startswith("/"):
+            raise Refused(f"member {shown(raw)} is a hard link to an absolute path")
+        target = clean_name(info.linkname)
+        return Member(clean, "hardlink", target=target or "")
+    kind = {b"3": "a character device", b"4": "a block device", b"6": "a FIFO"}
+    raise Refused(f"member {shown(raw)} is {kind.get(info.type, 'of an unsupported type')}")
+
+
+def _check_tar_end(stream: Stream, offset: int) -> None:
+    """tarfile stops quietly at a corrupt header after the first member; tell a real
+    end-of-archive (zero blocks) from a broken one."""
+    last = stream.last_read
+    if stream.tell() - len(last) == offset:
+        block = last[:512]
+    else:
+        stream.seek(offset)
+        block = stream.read(512)
+    if block.strip(b"\0"):
+        raise Refused(f"corrupt tar header at byte {offset:,} (bad checksum or truncated)")
+
+
+def trailing_bytes(stream: Stream) -> int:
+    """Count non-zero bytes after the end of a tar archive (hidden data is ignored)."""
+    extra = 0
+    while True:
+        piece = stream.view(1 << 20)
+        if not piece:
+            return extra
+        if bytes(piece).strip(b"\0"):
+            extra += len(piece)
