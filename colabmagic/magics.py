@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Int, Unicode, observe, validate
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, Int, TraitError, Unicode, observe, validate
 
 from . import args as arg_specs
 from . import drive
@@ -24,8 +25,14 @@ def _with_args(command: str) -> Callable[[Callable], Callable]:
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
         def wrapper(self: ColabMagic, line: str = "") -> Any:
+            # POSIX splitting, so "My Drive/x" arrives without its quotes (IPython's
+            # parse_argstring keeps them); the parser is the one @argument built.
             try:
-                return method(self, parse_argstring(wrapper, line))
+                argv = shlex.split(line)
+            except ValueError as error:
+                raise UsageError(f"%{command}: {error}") from None
+            try:
+                return method(self, wrapper.parser.parse_args(argv))
             except ColabMagicError as error:
                 raise UsageError(f"%{command}: {error}") from None
 
@@ -58,13 +65,13 @@ class ColabMagic(Magics):
     @validate("workers")
     def _valid_workers(self, proposal: Any) -> int:
         if not 1 <= proposal["value"] <= 256:
-            raise ValueError("ColabMagic.workers must be between 1 and 256")
+            raise TraitError("ColabMagic.workers must be between 1 and 256")
         return proposal["value"]
 
     @validate("retries")
     def _valid_retries(self, proposal: Any) -> int:
         if proposal["value"] < 0:
-            raise ValueError("ColabMagic.retries must be 0 or more")
+            raise TraitError("ColabMagic.retries must be 0 or more")
         return proposal["value"]
 
     @observe("drive_root")
