@@ -34,6 +34,12 @@ def count(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,}"
 
 
+def printable(text: str) -> str:
+    """TEXT with undecodable bytes of file names (lone surrogates) shown as \\x80:
+    neither a terminal nor a notebook's JSON messages can carry them raw."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Result:
     """Mixin: subclasses give a title and rows of (label, text)."""
 
@@ -50,12 +56,15 @@ class Result:
         """Markup appended under the table (a chart); already safe."""
         return ""
 
+    def _rows(self) -> list[tuple[str, str]]:
+        return [(printable(label), printable(value)) for label, value in self.rows()]
+
     def __str__(self) -> str:
-        rows = self.rows()
+        rows = self._rows()
         width = max((len(label) for label, _ in rows), default=0)
         lines = [self.title]
         lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
-        lines += [f"  {note}" for note in self.notes()]
+        lines += [f"  {printable(note)}" for note in self.notes()]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -65,9 +74,9 @@ class Result:
         body = "".join(
             f'<tr><th style="text-align:left">{html.escape(label)}</th>'
             f'<td style="text-align:left">{html.escape(value)}</td></tr>'
-            for label, value in self.rows()
+            for label, value in self._rows()
         )
-        notes = "".join(f"<p>{html.escape(note)}</p>" for note in self.notes())
+        notes = "".join(f"<p>{html.escape(printable(note))}</p>" for note in self.notes())
         return (
             f'<div class="colabmagic"><table><caption style="text-align:left">'
             f"<b>{html.escape(self.title)}</b></caption>{body}</table>"
