@@ -1,0 +1,296 @@
+"""%timeread: the sample plan, the figures and their accuracy on the simulated Drive."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+
+import colabmagic
+from colabmagic import drive, fakedrive
+from colabmagic.timeread import TimeReadResult
+
+timeread_module = sys.modules["colabmagic.timeread"]  # `colabmagic.timeread` is the function
+needs_fuse = pytest.mark.skipif(
+    fakedrive.available() is not None, reason=f"fake Drive unavailable: {fakedrive.available()}"
+)
+
+
+def make_files(folder: Path, count: int, low: int, high: int, *, seed: int = 0) -> None:
+    """COUNT files of random bytes, LOW to HIGH bytes each, in a few subfolders."""
+    rng = random.Random(seed)
+    for i in range(count):
+        sub = folder / f"class{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i:05d}.jpg").write_bytes(rng.randbytes(rng.randint(low, high)))
+
+
+# --- the plan --------------------------------------------------------------------------
+
+
+def test_plan_is_seeded_disjoint_and_streams_the_largest_files():
+    entries = [(Path(f"/d/small{i:03d}"), 10_000 + i) for i in range(200)]
+    entries += [(Path(f"/d/big{i}"), (i + 1) * 5_000_000) for i in range(4)]
+    entries += [(Path("/d/huge"), 40_000_000)]
+
+    plan = timeread_module.plan_sample(entries, 100, seed=7)
+
+    # The largest files, largest first, until 32 MB are planned.
+    assert plan.stream == (Path("/d/huge"),)
+    assert len(plan.serial) == 30 and len(plan.parallel) == 70
+    parts = [set(plan.stream), set(plan.serial), set(plan.parallel)]
+    assert sum(map(len, parts)) == len(set().union(*parts))  # no file in two passes
+    assert plan == timeread_module.plan_sample(list(reversed(entries)), 100, seed=7)
+    assert plan.serial != timeread_module.plan_sample(entries, 100, seed=8).serial
+
+
+def test_plan_keeps_large_files_out_of_the_latency_sample():
+    entries = [(Path(f"/d/shard{i}"), 20_000_000) for i in range(5)]
+    entries += [(Path(f"/d/tiny{i}"), 100) for i in range(4)]
+
+    plan = timeread_module.plan_sample(entries, 100)
+
+    assert plan.stream == (Path("/d/shard0"), Path("/d/shard1"))  # 40 MB >= 32 MB
+    assert {p.name for p in plan.serial + plan.parallel} == {f"tiny{i}" for i in range(4)}
+    assert len(plan.serial) == 2 and len(plan.parallel) == 2
+
+
+def test_plan_with_few_files():
+    entries = [(Path("/d/only"), 5)]
+    plan = timeread_module.plan_sample(entries, 100)
+    assert plan.stream == () and plan.serial == (Path("/d/only"),) and plan.parallel == ()
+
+
+# --- on a plain folder -------------------------------------------------------------------
+
+
+def test_magic_on_a_plain_folder(ip, drive_root, tmp_path):
+    train = drive_root / "MyDrive" / "my <set> & co"
+    make_files(train, 60, 2_000, 9_000)
+    (train / "labels.npy").write_bytes(os.urandom(2_500_000))
+    local = tmp_path / "scratch"
+
+    result = ip.run_line_magic(
+        "timeread", f'"My Drive/my <set> & co" --files 40 --workers 16 --local {local}'
+    )
+
+    assert isinstance(result, TimeReadResult)
+    assert result.path == train
+    assert result.files_total == 61
+    assert result.bytes_total == sum(p.stat().st_size for p in train.rglob("*") if p.is_file())
+    assert (result.serial_files, result.parallel_files, result.stream_files) == (20, 20, 1)
+    assert result.files_sampled == 41
+    assert result.workers == 16
+    assert 0 < result.drive_p50_s <= result.drive_p95_s
+    assert result.drive_mb_s > 0 and result.local_mb_s > 0
+    assert result.stream_bytes == 2_500_000 - 64 * 1024
+    assert result.drive_files_s > 0 and result.parallel_files_s > 0
+    assert result.local_p50_s > 0 and result.local_files_s > 0
+    assert result.epoch_drive_s > 0 and result.epoch_local_s > 0
+    assert result.stage_estimate_s > result.drive_p50_s
+    # A plain folder is local disk: it says so, and sees nothing to stage.
+    assert result.advice.startswith("Reading straight from Drive is fine here")
+    assert any("plain folder" in w for w in result.warnings)
+    assert local.is_dir() and list(local.iterdir()) == []  # the local copies are gone
+
+    text = str(result)
+    assert text.startswith("%timeread")
+    assert ip.display_formatter.format(result)[0]["text/plain"] == text
+    for label in ("first read p50 / p95", "files/s, 16 in flight", "streaming MB/s"):
+        assert label in text
+    page = result._repr_html_()
+    assert page.count("<tr>") == len(result.rows())
+    assert '<svg class="colabmagic-chart"' in page and "local disk (cold)" in page
+    assert "my &lt;set&gt; &amp; co" in page
+    assert "<set>" not in page
+
+
+def test_python_and_cli_twins(drive_root, capsys):
+    make_files(drive_root / "MyDrive" / "train", 12, 1_000, 2_000)
+
+    result = colabmagic.timeread("My Drive/train", files=6, workers=2, quiet=True)
+
+    assert result.files_sampled == 6 and result.serial_files == 3
+    assert result.parallel_files == 3 and result.workers == 2
+    assert result.drive_mb_s is None  # nothing large enough to stream
+    assert any("assumes 50 MB/s" in w for w in result.warnings)
+
+    from colabmagic.cli import main
+
+    assert main(["--drive", str(drive_root), "timeread", "My Drive/train", "--files", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("%timeread") and "sample" in out
+
+
+def test_default_path_is_all_of_mydrive(drive_root):
+    (drive_root / "MyDrive" / "a.txt").write_text("a")
+    (drive_root / "MyDrive" / "sub").mkdir()
+    (drive_root / "MyDrive" / "sub" / "b.txt").write_text("bb")
+
+    result = colabmagic.timeread(quiet=True)
+
+    assert result.path == drive_root / "MyDrive"
+    assert (result.files_total, result.bytes_total) == (2, 3)
+
+
+def test_a_single_file(drive_root):
+    big = drive_root / "MyDrive" / "shard-000000.tar"
+    big.write_bytes(os.urandom(3_000_000))
+
+    result = colabmagic.timeread("My Drive/shard-000000.tar", quiet=True)
+
+    assert result.files_total == 1 and result.list_s is None
+    assert (result.stream_files, result.serial_files) == (1, 0)
+    assert result.drive_mb_s > 0
+    assert any("no file under 16 MB" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('"My Drive/trian"', 'did you mean "train"'),
+        ('"My Drive/empty"', '"My Drive/empty" holds no files'),
+        ('"My Drive/train" --files 0', "--files must be 1 or more"),
+        ('"My Drive/train" --workers 0', "--workers must be 1 or more"),
+    ],
+)
+def test_usage_errors(ip, drive_root, line, message):
+    (drive_root / "MyDrive" / "train").mkdir()
+    (drive_root / "MyDrive" / "train" / "a").write_bytes(b"a")
+    (drive_root / "MyDrive" / "empty").mkdir()
+    with pytest.raises(UsageError, match="^%timeread: ") as caught:
+        ip.run_line_magic("timeread", line)
+    assert message in str(caught.value)
+
+
+# --- advice --------------------------------------------------------------------------
+
+
+def _advice(top: Path, entries, *, drive_s: float, local_s: float, stage_s: float) -> str:
+    return timeread_module._advice(
+        f"My Drive/{top.name}",
+        top,
+        entries,
+        epoch_drive=drive_s,
+        epoch_local=local_s,
+        stage=stage_s,
+    )
+
+
+def test_advice_names_the_command_that_fits(tmp_path):
+    small = tmp_path / "train"
+    small.mkdir()
+    many_small = [(small / f"{i}.jpg", 20_000) for i in range(500)]
+    assert _advice(small, many_small, drive_s=250, local_s=1, stage_s=0.5).startswith(
+        'Pack it once, then stage it: %packdrive "My Drive/train", then %stage "My Drive/train.zip"'
+    )
+    (tmp_path / "train.zip").write_bytes(b"PK")
+    assert _advice(small, many_small, drive_s=250, local_s=1, stage_s=0.5).startswith(
+        'Stage its archive: %stage "My Drive/train.zip"'
+    )
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    tars = [(shards / f"s-{i:06d}.tar", 500_000_000) for i in range(4)]
+    assert _advice(shards, tars, drive_s=40, local_s=2, stage_s=40).startswith(
+        'Stage the archives: %stage "My Drive/shards/*.tar"'
+    )
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    clips = [(videos / f"{i}.mp4", 50_000_000) for i in range(10)]
+    assert _advice(videos, clips, drive_s=10, local_s=0.5, stage_s=10.5).startswith(
+        'Stage it: %stage "My Drive/videos" copies it'
+    )
+
+    one = tmp_path / "weights.bin"
+    one.write_bytes(b"w")
+    assert _advice(one, [(one, 1)], drive_s=9, local_s=0.1, stage_s=9).startswith(
+        'Stage it: %stage "My Drive/weights.bin"'
+    )
+
+
+def test_advice_keeps_drive_when_staging_does_not_pay(tmp_path):
+    top = tmp_path / "train"
+    top.mkdir()
+    entries = [(top / f"{i}", 1000) for i in range(20)]
+    advice = _advice(top, entries, drive_s=0.5, local_s=0.01, stage_s=0.1)
+    assert advice.startswith("Reading straight from Drive is fine here")
+    # Saves 5 s an epoch but would take 20 s to stage: not within two epochs.
+    assert "fine" in _advice(top, entries, drive_s=5, local_s=0, stage_s=20)
+
+
+# --- on the simulated Drive ---------------------------------------------------------------
+
+
+@needs_fuse
+def test_accuracy_on_the_simulated_drive(drive_root, tmp_path):
+    """DESIGN §3: with 50 ms open latency and 40 MB/s, the reported p50 first-read
+    latency and streaming MB/s are each within 15% of the configured values."""
+    open_latency, bandwidth = 0.050, 40e6
+    src = tmp_path / "src"
+    train = src / "MyDrive" / "train"
+    make_files(train, 40, 2_000, 6_000)
+    for i in range(2):
+        (train / f"big{i}.bin").write_bytes(os.urandom(8_000_000))
+    with fakedrive.mount(
+        src, profile="fast", open_latency=open_latency, warm_latency=0.0, bandwidth=bandwidth
+    ) as root:
+        drive.use_root(root)
+        result = colabmagic.timeread("My Drive/train", files=40, quiet=True)
+
+    print(
+        f"p50 first read {result.drive_p50_s * 1000:.1f} ms (configured "
+        f"{open_latency * 1000:.0f} ms), streaming {result.drive_mb_s:.1f} MB/s "
+        f"(configured {bandwidth / 1e6:.0f} MB/s)"
+    )
+    assert result.drive_p50_s == pytest.approx(open_latency, rel=0.15)
+    assert result.drive_mb_s * 1e6 == pytest.approx(bandwidth, rel=0.15)
+    assert result.stream_bytes >= 8_000_000
+    # The projections rest on the same two figures.
+    model_epoch = result.files_total * open_latency + result.bytes_total / bandwidth
+    assert result.epoch_drive_s == pytest.approx(model_epoch, rel=0.15)
+    assert result.stage_estimate_s == pytest.approx(
+        result.bytes_total / bandwidth + open_latency, rel=0.15
+    )
+    # 20 files with 16 in flight, each one open latency: about 16 / 50 ms.
+    assert result.parallel_files_s == pytest.approx(16 / open_latency, rel=0.2)
+    assert not result.already_warm
+    assert not any("plain folder" in w for w in result.warnings)
+    assert result.advice.startswith('Stage it: %stage "My Drive/train" copies it')
+
+
+@needs_fuse
+def test_a_warm_sample_is_noticed(ip, tmp_path):
+    folder = tmp_path / "d"
+    make_files(folder / "MyDrive" / "train", 30, 1_000, 3_000)
+    ip.run_line_magic("drive", f"--fake {folder} --profile bench")
+    try:
+        cold = ip.run_line_magic("timeread", '"My Drive/train" --files 20')
+        warm = ip.run_line_magic("timeread", '"My Drive/train" --files 20')
+        ip.run_line_magic("drive", "--remount")
+        cold_again = ip.run_line_magic("timeread", '"My Drive/train" --files 20')
+    finally:
+        ip.run_line_magic("drive", "--unmount")
+
+    assert not cold.already_warm and not cold_again.already_warm
+    assert warm.already_warm
+    (note,) = [w for w in warm.warnings if "already in Drive's cache" in w]
+    assert "%drive --remount makes it cold again" in note
+    assert not any("already in Drive's cache" in w for w in cold.warnings)
+
+
+@needs_fuse
+def test_local_copies_may_not_go_into_drive(ip, tmp_path):
+    folder = tmp_path / "d"
+    make_files(folder / "MyDrive" / "train", 3, 10, 20)
+    root = ip.run_line_magic("drive", f"--fake {folder} --profile fast").root
+    try:
+        with pytest.raises(UsageError, match="--local must be on local disk"):
+            ip.run_line_magic("timeread", f'"My Drive/train" --local {root}/MyDrive/tmp')
+    finally:
+        ip.run_line_magic("drive", "--unmount")
