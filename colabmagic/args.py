@@ -92,6 +92,7 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
             (("--files",), {"type": int, "default": 100, "metavar": "N"}),
             WORKERS,
             (("--local",), {"metavar": "DIR", "default": None}),
+            QUIET,
         ],
     ),
     "drive": (

@@ -73,9 +73,15 @@ def run(args: argparse.Namespace) -> Any:
     if command == "timeread":
         return colabmagic.timeread(options.pop("path"), **options)
     if command == "drive":
+        from . import status
+
         if options["fake"]:
             raise ColabMagicError("--fake needs a running kernel; use %drive --fake in a notebook")
-        return colabmagic.drive_status()
+        if options["unmount"]:
+            return status.unmount()
+        if options["remount"]:
+            return status.remount()
+        return status.drive_status()
     if command == "demo":
         from .demo import demo
 

@@ -47,6 +47,15 @@ def use_mount_point(path: str) -> None:
     _mount_point = path
 
 
+def root_override() -> Path | None:
+    """The root set by `%config ColabMagic.drive_root`, `%drive --fake` or `use_root`."""
+    return _root_override
+
+
+def mount_point() -> Path:
+    return Path(_mount_point)
+
+
 def in_colab() -> bool:
     try:
         import google.colab  # noqa: F401
@@ -55,20 +64,28 @@ def in_colab() -> bool:
     return True
 
 
-def root() -> Path:
-    """The folder that holds ``MyDrive``, mounting Drive in Colab on first need."""
+def current_root() -> Path | None:
+    """The Drive root in force, without mounting anything: None if there is none yet."""
     if _root_override is not None:
         return _root_override
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser().resolve()
-    if in_colab():
-        mount_point = Path(_mount_point)
-        if not (mount_point / "MyDrive").is_dir():
-            from google.colab import drive as colab_drive
+    if in_colab() and (mount_point() / "MyDrive").is_dir():
+        return mount_point()
+    return None
 
-            colab_drive.mount(str(mount_point))
-        return mount_point
+
+def root() -> Path:
+    """The folder that holds ``MyDrive``, mounting Drive in Colab on first need."""
+    found = current_root()
+    if found is not None:
+        return found
+    if in_colab():
+        from google.colab import drive as colab_drive
+
+        colab_drive.mount(str(mount_point()))
+        return mount_point()
     raise ColabMagicError(
         "Drive is not mounted here. Outside Colab, point colabmagic at a folder that "
         f"holds MyDrive: set {ENV_VAR}=/path/to/folder, or run %drive --fake /path/to/folder"

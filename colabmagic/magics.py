@@ -153,7 +153,13 @@ class ColabMagic(Magics):
         """Measure what reading PATH costs from Drive, against local disk."""
         from .timeread import timeread
 
-        return timeread(args.path, files=args.files, workers=self._workers(args), local=args.local)
+        return timeread(
+            args.path,
+            files=args.files,
+            workers=self._workers(args),
+            local=args.local,
+            quiet=self._quiet(args),
+        )
 
     @line_magic
     @_with_args("drive")

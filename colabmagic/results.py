@@ -19,6 +19,8 @@ def size(n: int | None) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "unknown"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
@@ -27,7 +29,9 @@ def duration(seconds: float | None) -> str:
 
     import humanize
 
-    return humanize.precisedelta(datetime.timedelta(seconds=seconds), minimum_unit="seconds")
+    return humanize.precisedelta(
+        datetime.timedelta(seconds=seconds), minimum_unit="seconds", format="%0.0f"
+    )
 
 
 def count(n: int | None) -> str:
@@ -44,6 +48,12 @@ class Result:
     """Mixin: subclasses give a title and rows of (label, text)."""
 
     title = "colabmagic"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # IPython's pretty printer takes the first of _repr_pretty_ / __repr__ it
+        # meets going up the MRO; a subclass's own __repr__ would hide the table.
+        super().__init_subclass__(**kwargs)
+        cls._repr_pretty_ = Result._repr_pretty_
 
     def rows(self) -> list[tuple[str, str]]:
         raise NotImplementedError

@@ -49,6 +49,8 @@ def ip(drive_root):
     shell.run_line_magic("config", "ColabMagic.progress = False")
     yield shell
     shell.run_line_magic("unload_ext", "colabmagic")
+    # %config writes into the shell's config, which outlives this test's instance.
+    shell.config.pop("ColabMagic", None)
 
 
 def tree(folder: Path) -> dict[str, bytes | str]:

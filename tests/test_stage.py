@@ -236,6 +236,8 @@ def test_result_views_escape_names(ip, drive_root, workdir):
     assert "<table>" in html and "&lt;b&gt;x&lt;/b&gt;.zip" in html and "<b>x</b>.zip" not in html
     text = str(result)
     assert "action" in text and "staged" in text and "<b>x</b>.zip" in text
+    shown = ip.display_formatter.format(result)[0]  # what a cell's Out[] shows
+    assert shown["text/plain"] == text and shown["text/html"] == html
 
 
 def test_cli_twin(drive_root, workdir, capsys):
