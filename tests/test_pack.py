@@ -1,0 +1,406 @@
+"""%packdrive: round trips, up-to-date checks, compression choice, shards, failures."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import random
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import tree
+from IPython.core.error import UsageError
+
+import colabmagic
+from colabmagic.cli import main as cli
+
+# `colabmagic.pack` is the function; the module behind it is patched in a few tests.
+pack_module = importlib.import_module("colabmagic.pack")
+
+
+def make_folder(folder: Path, n: int, seed: int = 1) -> dict[str, bytes]:
+    """N files of random bytes in a few subfolders, plus one empty folder."""
+    rng = random.Random(seed)
+    files = {}
+    for i in range(n):
+        name = f"{('cat', 'dog', 'bird')[i % 3]}/{i:05d}.jpg"
+        files[name] = rng.randbytes(rng.randint(0, 1500))
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (folder / "empty").mkdir()
+    return files
+
+
+def zip_contents(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+
+
+# tarfile's extraction filter, where this Python has it (3.10.12+, 3.11.4+).
+SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.endswith(".partial"))
+
+
+def test_two_thousand_files_round_trip_through_zip_and_stage(ip, drive_root, workdir):
+    folder = drive_root / "MyDrive" / "data sets" / "train"
+    files = make_folder(folder, 2000)
+    result = ip.run_line_magic("packdrive", '"My Drive/data sets/train"')
+
+    archive = drive_root / "MyDrive" / "data sets" / "train.zip"
+    assert result.action == "packed"
+    assert result.archives == (archive,)
+    assert result.files == 2000
+    assert result.bytes == sum(map(len, files.values()))
+    assert result.archive_bytes == archive.stat().st_size
+    assert result.files_per_s > 0
+    assert zip_contents(archive) == {f"train/{k}": v for k, v in files.items()}
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+    assert names == sorted(names)  # sorted member order
+    assert "train/empty/" in names  # an empty folder survives
+    assert leftovers(archive.parent) == []
+    assert (archive.parent / "train.zip.colabmagic.json").is_file()
+
+    assert result.stage_line == '%stage "My Drive/data sets/train.zip"'
+    html = result._repr_html_()
+    assert "<table>" in html and "files/s" in html
+    assert "%stage &quot;My Drive/data sets/train.zip&quot;" in html
+
+    staged = ip.run_line_magic("stage", '"My Drive/data sets/train.zip"')
+    assert staged.action == "staged"
+    assert tree(workdir / "train") == tree(folder)
+    assert (workdir / "train" / "empty").is_dir()
+
+
+def test_unchanged_folder_is_skipped_without_reading_a_file(ip, drive_root, monkeypatch):
+    folder = drive_root / "MyDrive" / "train"
+    make_folder(folder, 50)
+    first = ip.run_line_magic("packdrive", "train")
+    before = first.archives[0].read_bytes()
+
+    def no_reading(*args):
+        raise AssertionError("an up-to-date archive must not read the folder's files")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pack_module, "_load", no_reading)
+        again = ip.run_line_magic("packdrive", "train")
+    assert again.action == "skipped"
+    assert again.files == 50 and again.archives == first.archives
+    assert "--force rebuilds" in str(again)
+    assert first.archives[0].read_bytes() == before
+
+    # The manifest is names, sizes and mtimes: a touched file means a rebuild.
+    os.utime(folder / "cat" / "00000.jpg", (1, 1))
+    (folder / "dog" / "new.jpg").write_bytes(b"new")
+    changed = ip.run_line_magic("packdrive", "train")
+    assert changed.action == "repacked"
+    assert changed.reason == "folder changed: 1 added, 1 changed, 0 removed"
+    assert zip_contents(first.archives[0])["train/dog/new.jpg"] == b"new"
+    assert ip.run_line_magic("packdrive", "train").action == "skipped"
+    forced = ip.run_line_magic("packdrive", "train --force")
+    assert forced.action == "repacked" and forced.reason == "--force"
+
+
+def test_same_folder_gives_the_same_bytes(drive_root):
+    folder = drive_root / "MyDrive" / "train"
+    make_folder(folder, 300, seed=2)
+    for fmt in ("zip", "tar"):
+        a = colabmagic.pack("My Drive/train", f"My Drive/a.{fmt}", quiet=True)
+        b = colabmagic.pack("My Drive/train", f"My Drive/b.{fmt}", quiet=True)
+        assert a.archives[0].read_bytes() == b.archives[0].read_bytes()
+    with tarfile.open(drive_root / "MyDrive" / "a.tar") as tf:
+        names = tf.getnames()
+        assert names == sorted(names)
+        got = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
+    assert got == {f"train/{k}": v for k, v in tree(folder).items()}
+
+
+def test_auto_stores_what_does_not_shrink_and_deflates_the_rest(ip, drive_root):
+    folder = drive_root / "MyDrive" / "mixed"
+    folder.mkdir()
+    rng = random.Random(3)
+    (folder / "noise.bin").write_bytes(rng.randbytes(50_000))
+    (folder / "labels.csv").write_bytes(b"file,label\n" + b"img_0001.jpg,cat\n" * 3000)
+    (folder / "zeros.jpg").write_bytes(bytes(20_000))  # compressible, but a .jpg
+    (folder / "tiny.txt").write_bytes(b"hi")
+    (folder / "big.txt").write_bytes(b"the quick brown fox " * 600_000)  # 12 MB: streamed
+
+    def methods(archive: Path) -> dict[str, int]:
+        with zipfile.ZipFile(archive) as zf:
+            return {i.filename.split("/")[-1]: i.compress_type for i in zf.infolist()}
+
+    result = ip.run_line_magic("packdrive", "mixed")
+    stored, deflated = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
+    assert methods(result.archives[0]) == {
+        "big.txt": deflated,
+        "labels.csv": deflated,
+        "noise.bin": stored,
+        "tiny.txt": stored,
+        "zeros.jpg": stored,
+    }
+    assert (result.deflated, result.stored) == (2, 3)
+    assert "2 deflated, 3 stored" in result._repr_html_()
+    assert zip_contents(result.archives[0]) == {f"mixed/{k}": v for k, v in tree(folder).items()}
+
+    every = ip.run_line_magic("packdrive", "mixed --compress deflate")
+    assert every.action == "repacked" and every.reason == "new compress"
+    assert set(methods(every.archives[0]).values()) == {deflated}
+    none = ip.run_line_magic("packdrive", "mixed --compress store")
+    assert set(methods(none.archives[0]).values()) == {stored}
+    assert zip_contents(none.archives[0]) == zip_contents(every.archives[0])
+
+
+def test_shards_follow_webdataset_naming(ip, drive_root, workdir):
+    folder = drive_root / "MyDrive" / "wds"
+    rng = random.Random(4)
+    files = {}
+    for i in range(120):
+        files[f"s{i:04d}.jpg"] = rng.randbytes(rng.randint(1000, 3000))
+        files[f"s{i:04d}.cls"] = str(i % 2).encode()
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+    result = ip.run_line_magic("packdrive", '"My Drive/wds" "My Drive/shards/" --shard-size 50KB')
+    shards = sorted((drive_root / "MyDrive" / "shards").glob("wds-*.tar"))
+    assert len(shards) >= 4
+    assert result.archives == tuple(shards)
+    assert [p.name for p in shards] == [f"wds-{i:06d}.tar" for i in range(len(shards))]
+    assert result.pattern == f"wds-{{000000..{len(shards) - 1:06d}}}.tar"
+    assert result.stage_line == '%stage "My Drive/shards/wds-*.tar"'
+    members = []
+    for shard in shards:
+        with tarfile.open(shard) as tf:
+            names = tf.getnames()
+        keys = {n.rsplit(".", 1)[0] for n in names}
+        assert all(f"{k}.jpg" in names and f"{k}.cls" in names for k in keys)  # samples whole
+        assert shard.stat().st_size <= 50_000 + 10_240  # + tar's end-of-archive records
+        members += names
+    assert members == sorted(f"wds/{n}" for n in files)
+    for shard in shards:
+        with tarfile.open(shard) as tf:
+            tf.extractall(workdir / "untarred", **SAFE)
+    assert tree(workdir / "untarred" / "wds") == tree(folder)
+
+    # Fewer, larger shards: the extra old shards go, or the glob would stage them too.
+    fewer = ip.run_line_magic("packdrive", '"My Drive/wds" "My Drive/shards/" --shard-size 1MiB')
+    assert fewer.action == "repacked" and fewer.reason == "new shard size"
+    assert sorted(p.name for p in shards[0].parent.glob("wds-*.tar")) == ["wds-000000.tar"]
+
+
+@pytest.mark.xfail(
+    reason="%stage of a glob refuses a second shard that adds to the same top folder",
+    strict=False,
+)
+def test_shards_stage_back_by_their_glob(ip, drive_root, workdir):
+    folder = drive_root / "MyDrive" / "wds"
+    make_folder(folder, 200, seed=5)
+    result = ip.run_line_magic("packdrive", '"My Drive/wds" --shard-size 100KB')
+    assert len(result.archives) > 1
+    staged = ip.run_line_magic("stage", result.stage_line.split(" ", 1)[1])
+    assert staged.files == 200
+    assert tree(workdir / "wds") == tree(folder)
+
+
+def test_sizes_are_read_like_people_write_them():
+    assert pack_module.parse_size("500MB") == 500_000_000
+    assert pack_module.parse_size("1GB") == 10**9
+    assert pack_module.parse_size("1GiB") == 2**30
+    assert pack_module.parse_size("1.5 gb") == 1_500_000_000
+    assert pack_module.parse_size("4096") == 4096
+    with pytest.raises(colabmagic.ColabMagicError, match="write it like 500MB"):
+        pack_module.parse_size("lots")
+
+
+def test_bad_arguments_are_one_line_errors(ip, drive_root):
+    make_folder(drive_root / "MyDrive" / "train", 3)
+    with pytest.raises(UsageError, match="would be inside the folder it packs"):
+        ip.run_line_magic("packdrive", '"My Drive/train" "My Drive/train/train.zip"')
+    with pytest.raises(UsageError, match="inside the folder"):
+        ip.run_line_magic("packdrive", '"My Drive/train" "My Drive/train/" --shard-size 1MB')
+    with pytest.raises(UsageError, match='no such file or folder.*did you mean "train"'):
+        ip.run_line_magic("packdrive", '"My Drive/trian"')
+    with pytest.raises(UsageError, match="needs --format zip"):
+        ip.run_line_magic("packdrive", "train --format tar --compress deflate")
+    (drive_root / "MyDrive" / "nothing").mkdir()
+    with pytest.raises(UsageError, match="nothing to pack"):
+        ip.run_line_magic("packdrive", "nothing")
+    assert sorted(os.listdir(drive_root / "MyDrive")) == ["nothing", "train"]
+
+
+def test_an_archive_packdrive_did_not_make_is_replaced_only_with_force(ip, drive_root):
+    make_folder(drive_root / "MyDrive" / "train", 5)
+    mine = drive_root / "MyDrive" / "train.zip"
+    mine.write_bytes(b"my own zip")
+    with pytest.raises(UsageError, match="train.zip exists and was not made by %packdrive"):
+        ip.run_line_magic("packdrive", "train")
+    assert mine.read_bytes() == b"my own zip"
+    assert ip.run_line_magic("packdrive", "train --force").action == "packed"
+    assert len(zip_contents(mine)) == 5
+
+
+def fail_fsync(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make fsync of the copy in Drive fail with EIO (Drive dropping the upload)."""
+    calls = []
+
+    def broken(fd: int) -> None:
+        calls.append(fd)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(pack_module, "BACKOFF", 0.0)
+    monkeypatch.setattr(os, "fsync", broken)
+    return calls
+
+
+def test_a_failed_copy_to_drive_leaves_no_archive_and_no_partial(ip, drive_root, monkeypatch):
+    make_folder(drive_root / "MyDrive" / "train", 200)
+    calls = fail_fsync(monkeypatch)
+    with pytest.raises(
+        UsageError, match=r"copying to Drive failed: .*after 3 tries.*nothing was left"
+    ):
+        ip.run_line_magic("packdrive", "train")
+    assert len(calls) == pack_module.UPLOAD_TRIES
+    assert sorted(os.listdir(drive_root / "MyDrive")) == ["train"]
+
+
+def test_a_failed_rebuild_keeps_the_previous_archive(ip, drive_root, monkeypatch):
+    folder = drive_root / "MyDrive" / "train"
+    make_folder(folder, 20)
+    first = ip.run_line_magic("packdrive", "train")
+    before = first.archives[0].read_bytes()
+    sidecar = (drive_root / "MyDrive" / "train.zip.colabmagic.json").read_bytes()
+    (folder / "cat" / "more.jpg").write_bytes(b"more")
+    with monkeypatch.context() as patch:
+        fail_fsync(patch)
+        with pytest.raises(UsageError, match="the previous archive is as it was"):
+            ip.run_line_magic("packdrive", "train")
+    assert first.archives[0].read_bytes() == before
+    assert (drive_root / "MyDrive" / "train.zip.colabmagic.json").read_bytes() == sidecar
+    assert leftovers(drive_root / "MyDrive") == []
+    assert ip.run_line_magic("packdrive", "train").action == "repacked"
+
+
+def test_ctrl_c_cleans_up_and_is_raised_again(drive_root, monkeypatch, tmp_path):
+    make_folder(drive_root / "MyDrive" / "train", 30)
+    local_tmp = tmp_path / "local-tmp"
+    local_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(local_tmp))
+    seen = []
+
+    def interrupted(path, fmt, members):
+        seen.append(path)
+        assert path.name == "train.zip.partial" and path.exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pack_module, "_verify", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        colabmagic.pack("My Drive/train", quiet=True)
+    assert seen and sorted(os.listdir(drive_root / "MyDrive")) == ["train"]
+    assert os.listdir(local_tmp) == []  # the local build is gone too
+
+
+def test_free_space_is_checked_first_and_both_numbers_are_said(ip, drive_root, monkeypatch):
+    make_folder(drive_root / "MyDrive" / "train", 10)
+    monkeypatch.setattr(pack_module, "_free_bytes", lambda path: 1000)
+    with pytest.raises(
+        UsageError, match=r"not enough local disk .* needs about 1\.\d MB, .* 1\.0 kB free"
+    ):
+        ip.run_line_magic("packdrive", "train")
+    assert sorted(os.listdir(drive_root / "MyDrive")) == ["train"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_drive_too_small_is_refused_before_writing(ip, drive_root):
+    rng = random.Random(6)
+    folder = drive_root / "MyDrive" / "train"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i}.bin").write_bytes(rng.randbytes(100_000))
+    small = drive_root / "MyDrive" / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(
+            UsageError, match=r"not enough space in Drive .* needs about 3\.\d MB, .* free"
+        ):
+            ip.run_line_magic("packdrive", '"My Drive/train" "My Drive/small/train.zip"')
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_cli_twin(drive_root, capsys):
+    files = make_folder(drive_root / "MyDrive" / "train", 40)
+    code = cli(["--drive", str(drive_root), "pack", "My Drive/train", "--format", "tar", "-q"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "packed" in out and '%stage "My Drive/train.tar"' in out
+    with tarfile.open(drive_root / "MyDrive" / "train.tar") as tf:
+        assert len([m for m in tf.getmembers() if m.isfile()]) == len(files)
+    assert cli(["--drive", str(drive_root), "pack", "My Drive/train", "--format", "tar"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert cli(["--drive", str(drive_root), "pack", "My Drive/nope"]) == 2
+    assert "colabmagic pack: no such file or folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- simulated Drive
+
+fakedrive = colabmagic.fakedrive
+_no_fake = fakedrive.available()
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    """A simulated Drive (profile "fast") over a folder holding MyDrive, as the root."""
+    from colabmagic import drive
+
+    src = tmp_path / "drive-src"
+    (src / "MyDrive").mkdir(parents=True)
+    with fakedrive.mount(src, profile="fast") as root:
+        drive.use_root(root)
+        try:
+            yield root
+        finally:
+            drive.use_root(None)
+
+
+@pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
+def test_over_the_simulated_drive_round_trip_then_a_failed_verify(fake_root, workdir):
+    files = make_folder(fake_root / "MyDrive" / "train", 300, seed=9)
+    result = colabmagic.pack("My Drive/train", quiet=True)
+    assert result.action == "packed"
+    assert zip_contents(fake_root / "MyDrive" / "train.zip") == {
+        f"train/{k}": v for k, v in files.items()
+    }
+    assert colabmagic.stage("My Drive/train.zip", quiet=True).files == 300
+    assert tree(workdir / "train") == tree(fake_root / "MyDrive" / "train")
+
+    # Drive fails every read of the uploaded copy: the verify step catches it.
+    fakedrive.configure(
+        fake_root, fail_path="/MyDrive/train.tar.partial", fail_after=0, fail_always=True
+    )
+    with pytest.raises(colabmagic.ColabMagicError, match="verifying the copy in Drive failed"):
+        colabmagic.pack("My Drive/train", "My Drive/train.tar", quiet=True)
+    assert not (fake_root / "MyDrive" / "train.tar").exists()
+    assert leftovers(fake_root / "MyDrive") == []
+
+
+@pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
+def test_over_the_simulated_drive_a_source_that_keeps_failing(fake_root, monkeypatch):
+    make_folder(fake_root / "MyDrive" / "train", 100, seed=10)
+    monkeypatch.setattr(pack_module, "BACKOFF", 0.0)
+    fakedrive.configure(fake_root, fail_rate=1.0, fail_errno="ENOTCONN")
+    with pytest.raises(colabmagic.ColabMagicError, match=r"reading failed: train/.*not connected"):
+        colabmagic.pack("My Drive/train", quiet=True)
+    fakedrive.configure(fake_root, fail_rate=None)
+    assert sorted(os.listdir(fake_root / "MyDrive")) == ["train"]
