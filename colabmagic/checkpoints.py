@@ -284,14 +284,12 @@ class CheckpointLink(Result):
     title = "%ckptlink"
 
     def rows(self) -> list[tuple[str, str]]:
-        from .pack import drive_text
-
         arrow = "→ (symlink)" if self.mode == "link" else f"→ (copied every {self.every:g} s)"
         rows = [
             ("mode", self.mode),
             ("action", self.action),
             ("local", f"{self.local} {arrow}"),
-            ("drive dir", drive_text(self.drive_dir)),
+            ("drive dir", drive.shown(self.drive_dir)),
             ("checkpoints", count(len(self.checkpoints))),
             ("latest", self.latest.describe() if self.latest else "none yet"),
         ]
@@ -357,8 +355,6 @@ class MirrorStatus(Result):
         return "%ckptlink --stop" if self.action == "stopped" else "%ckptlink --status"
 
     def rows(self) -> list[tuple[str, str]]:
-        from .pack import drive_text
-
         rows = []
         for i, m in enumerate(self.mirrors, 1):
             tag = f"[{i}] " if len(self.mirrors) > 1 else ""
@@ -370,7 +366,7 @@ class MirrorStatus(Result):
                 errors = f"{m.errors:,}; last {_ago(m.last_error_at)}: {m.last_error}"
             rows += [
                 (f"{tag}local", str(m.local)),
-                (f"{tag}drive dir", drive_text(m.drive_dir)),
+                (f"{tag}drive dir", drive.shown(m.drive_dir)),
                 (f"{tag}state", state),
                 (f"{tag}last sync", _ago(m.last_sync)),
                 (f"{tag}copied", f"{_files(m.files_copied)}, {size(m.bytes_copied)}"),
@@ -692,7 +688,7 @@ def stop_all_mirrors() -> None:
 
 def _local_path(text: str | os.PathLike) -> Path:
     if isinstance(text, str):
-        if drive._split_drive_prefix(text.strip()) is not None:
+        if drive.split_drive_prefix(text.strip()) is not None:
             raise ColabMagicError(
                 "LOCAL is the folder on local disk that training writes to, "
                 f'not a Drive path: "{text}"'
@@ -745,8 +741,6 @@ def link_checkpoints(
 
 
 def _link(local: Path, drive_dir: Path, keep: int | None, force: bool) -> CheckpointLink:
-    from .pack import drive_text
-
     warnings = []
     moved = 0
     if local.is_symlink():
@@ -756,7 +750,7 @@ def _link(local: Path, drive_dir: Path, keep: int | None, force: bool) -> Checkp
             action = "unchanged"
         elif not force:
             raise ColabMagicError(
-                f'{local} is a link to "{target}", not to {drive_text(drive_dir)}; '
+                f'{local} is a link to "{target}", not to {drive.shown(drive_dir)}; '
                 "--force relinks it (nothing is deleted)"
             )
         else:
@@ -793,12 +787,10 @@ def _link(local: Path, drive_dir: Path, keep: int | None, force: bool) -> Checkp
 
 
 def _make_dir(path: Path) -> None:
-    from .pack import drive_text
-
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ColabMagicError(f"cannot create {drive_text(path)}: {error}") from None
+        raise ColabMagicError(f"cannot create {drive.shown(path)}: {error}") from None
 
 
 def _replace_link(local: Path, target: Path) -> None:
@@ -870,13 +862,11 @@ def _prune_or_fail(drive_dir: Path, keep: int | None) -> list[Path]:
 
 
 def _start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -> CheckpointLink:
-    from .pack import drive_text
-
     with _mirrors_lock:
         running = _mirrors.get(local)
     if running is not None and running.drive_dir != drive_dir:
         raise ColabMagicError(
-            f"{local} is already mirrored to {drive_text(running.drive_dir)}; "
+            f"{local} is already mirrored to {drive.shown(running.drive_dir)}; "
             "%ckptlink --stop first"
         )
     action = "running"
@@ -899,7 +889,7 @@ def _start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) 
                 copied_back = running.copy_back()
             except OSError as error:
                 raise ColabMagicError(
-                    f"copying checkpoints back from {drive_text(drive_dir)} failed: {error}"
+                    f"copying checkpoints back from {drive.shown(drive_dir)} failed: {error}"
                 ) from None
             action = "resumed"
         pruned = _prune_or_fail(drive_dir, keep)

@@ -92,7 +92,7 @@ def root() -> Path:
     )
 
 
-def _split_drive_prefix(text: str) -> tuple[str, str] | None:
+def split_drive_prefix(text: str) -> tuple[str, str] | None:
     """("MyDrive", rest) when TEXT names something in Drive by one of its spellings."""
     for prefix, tree in _DRIVE_PREFIXES:
         if text == prefix:
@@ -100,6 +100,24 @@ def _split_drive_prefix(text: str) -> tuple[str, str] | None:
         if text.startswith(prefix + "/"):
             return tree, text[len(prefix) + 1 :]
     return None
+
+
+# Kept for stage.py until it moves to the public name.
+_split_drive_prefix = split_drive_prefix
+
+
+def shown(path: str | os.PathLike) -> str:
+    """PATH as a user types it in a magic: "My Drive/x" inside Drive, else as is."""
+    found = current_root()
+    if found is None:
+        return str(path)
+    for tree, spelling in (("MyDrive", "My Drive"), ("Shareddrives", "Shared drives")):
+        try:
+            rel = Path(path).relative_to(found / tree)
+        except ValueError:
+            continue
+        return spelling if str(rel) == "." else f"{spelling}/{rel.as_posix()}"
+    return str(path)
 
 
 def _is_explicitly_local(text: str) -> bool:
@@ -111,7 +129,7 @@ def to_path(text: str) -> Path:
     text = text.strip()
     if not text:
         raise ColabMagicError("empty path")
-    drive_part = _split_drive_prefix(text)
+    drive_part = split_drive_prefix(text)
     if drive_part is not None:
         tree, rest = drive_part
         return root() / tree / rest if rest else root() / tree
@@ -157,6 +175,6 @@ def _missing_message(text: str, path: Path) -> str:
         close = difflib.get_close_matches(missing, names, n=1, cutoff=0.6)
         if close:
             message += f'; did you mean "{close[0]}" in {existing}?'
-    if _split_drive_prefix(text.strip()) is None or "My Drive" not in text:
+    if split_drive_prefix(text.strip()) is None or "My Drive" not in text:
         message += f". {_RULE}"
     return message

@@ -105,21 +105,6 @@ def parse_size(text: str | int) -> int:
     return value
 
 
-def drive_text(path: Path) -> str:
-    """PATH as a user types it in a magic: "My Drive/x" inside Drive, else as is."""
-    try:
-        root = drive.root()
-    except ColabMagicError:
-        return str(path)
-    for tree, shown in (("MyDrive", "My Drive"), ("Shareddrives", "Shared drives")):
-        try:
-            rel = Path(path).relative_to(root / tree)
-        except ValueError:
-            continue
-        return shown if str(rel) == "." else f"{shown}/{rel.as_posix()}"
-    return str(path)
-
-
 def _quoted(text: str) -> str:
     # Double quotes read best; a name that holds a quote or backslash needs shlex.
     if any(c in text for c in '"\\`'):
@@ -160,21 +145,21 @@ class PackResult(Result):
             return ""
         if self.pattern is not None:
             stem = self.archives[0].name[: -len("-000000.tar")]
-            target = drive_text(self.archives[0].parent / f"{stem}-*.tar")
+            target = drive.shown(self.archives[0].parent / f"{stem}-*.tar")
         else:
-            target = drive_text(self.archives[0])
+            target = drive.shown(self.archives[0])
         return f"%stage {_quoted(target)}"
 
     def rows(self) -> list[tuple[str, str]]:
         if self.pattern is not None and self.archives:
-            where = drive_text(self.archives[0].parent / self.pattern)
+            where = drive.shown(self.archives[0].parent / self.pattern)
             shown = f"{where} ({len(self.archives)} shards)"
         else:
-            shown = ", ".join(drive_text(p) for p in self.archives)
+            shown = ", ".join(drive.shown(p) for p in self.archives)
         ratio = f" ({self.archive_bytes / self.bytes:.0%} of the input)" if self.bytes else ""
         rows = [
             ("action", self.action + (f" ({self.reason})" if self.reason else "")),
-            ("source", drive_text(self.source)),
+            ("source", drive.shown(self.source)),
             ("archive" if self.pattern is None else "shards", shown),
             ("files", count(self.files)),
             ("bytes in", size(self.bytes)),
@@ -308,10 +293,10 @@ def pack(
         entries, odd = _scan(source, workers)
         log.debug("listed %d entries in %.2f s", len(entries), time.monotonic() - started)
     except OSError as error:
-        raise ColabMagicError(f"listing {drive_text(source)} failed: {error}") from None
+        raise ColabMagicError(f"listing {drive.shown(source)} failed: {error}") from None
     files = [e for e in entries if not e.is_dir]
     if not files:
-        raise ColabMagicError(f"nothing to pack: {drive_text(source)} holds no files")
+        raise ColabMagicError(f"nothing to pack: {drive.shown(source)} holds no files")
     warnings = []
     if odd:
         warnings.append(
@@ -380,7 +365,7 @@ def _existing_folder(text: str | os.PathLike) -> Path:
     if not path.exists():
         raise ColabMagicError(f"no such folder: {path}")
     if not path.is_dir():
-        raise ColabMagicError(f"{drive_text(path)} is a file, not a folder: nothing to pack")
+        raise ColabMagicError(f"{drive.shown(path)} is a file, not a folder: nothing to pack")
     return path
 
 
@@ -419,7 +404,7 @@ def _plan(
     where, inside = first.resolve(), source.resolve()
     if where == inside or inside in where.parents:
         raise ColabMagicError(
-            f"the archive {drive_text(first)} would be inside the folder it packs; "
+            f"the archive {drive.shown(first)} would be inside the folder it packs; "
             "put it beside the folder (the default) or elsewhere"
         )
     return plan
@@ -438,7 +423,7 @@ def _refuse_foreign_archive(plan: _Plan, force: bool) -> None:
         existing = shards[0] if shards else None
     if existing is not None:
         raise ColabMagicError(
-            f"{drive_text(existing)} exists and was not made by %packdrive; --force replaces it"
+            f"{drive.shown(existing)} exists and was not made by %packdrive; --force replaces it"
         )
 
 
@@ -879,7 +864,7 @@ def _preflight(plan: _Plan, entries: list[_Entry], tmp: Path) -> None:
     if free is not None and free < drive_need:
         raise ColabMagicError(
             f"not enough space in Drive for the archive: it needs about {size(drive_need)}, "
-            f"{drive_text(dest)} has {size(free)} free"
+            f"{drive.shown(dest)} has {size(free)} free"
         )
 
 
@@ -991,7 +976,9 @@ def _build_and_publish(
     try:
         plan.sidecar.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ColabMagicError(f"cannot create {drive_text(plan.sidecar.parent)}: {error}") from None
+        raise ColabMagicError(
+            f"cannot create {drive.shown(plan.sidecar.parent)}: {error}"
+        ) from None
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="colabmagic-pack-", dir=tmp))
     out = _Output(had_previous=previous is not None, cancel=threading.Event())
@@ -1111,7 +1098,7 @@ def _take_back(out: _Output, plan: _Plan) -> str:
         try:
             path.unlink(missing_ok=True)
         except OSError as error:
-            left.append(f"could not remove {drive_text(path)}: {error}")
+            left.append(f"could not remove {drive.shown(path)}: {error}")
     if left:
         return "; ".join(left)
     if out.touched_previous:
