@@ -14,21 +14,29 @@ Drive, so that unpacking overlaps with reading and the archive is never stored.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 import struct
 import unicodedata
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import ColabMagicError
 
-MAX_NAME_BYTES = 4096  # PATH_MAX: deeper names are a bomb, not a dataset
+MAX_NAME_BYTES = 4096  # PATH_MAX: longer names are a bomb, not a dataset
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on ext4 and DriveFS
-MAX_LINK_TARGET = 4096
-RATIO_LIMIT = 1000  # expanded/compressed above this ...
-RATIO_MIN_BYTES = 10**9  # ... over more than 1 GB is refused unless allowed
+# Deeper trees break Python's own recursive os.makedirs and shutil.rmtree (1,000
+# frames), and so the user's cleanup; no dataset is this deep.
+MAX_DEPTH = 256
+MAX_LINK_TARGET = 4096  # PATH_MAX: symlink() refuses longer targets
+PATH_MAX = 4096
+MAX_HEADER_READ = 16 << 20  # tar pax/long-name bodies are read whole: bound them
+MAX_PIECE = 1 << 20  # most bytes one decompress call may return
 
 
 class Refused(ColabMagicError):
@@ -62,6 +70,8 @@ def clean_name(raw: str, *, is_dir: bool = False) -> str | None:
         if is_dir:
             return None  # "./": the target folder itself; creating it changes nothing
         raise Refused(f"member {shown(raw)} has an empty name")
+    if len(parts) > MAX_DEPTH:
+        raise Refused(f"member {shown(raw)} is more than {MAX_DEPTH} folders deep")
     for part in parts:
         if unicodedata.normalize("NFKC", part) in (".", ".."):
             raise Refused(f"member {shown(raw)} has a part that reads as {part!r}")
@@ -75,7 +85,7 @@ def _name_problem(raw: str) -> str | None:
         return "has an empty name"
     if "\x00" in raw:
         return "has a NUL character in its name"
-    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+    if any(_is_control(c) for c in raw):
         return "has a control character in its name"
     if "\\" in raw:
         return "has a backslash in its name"
@@ -88,6 +98,19 @@ def _name_problem(raw: str) -> str | None:
     if len(os.fsencode(raw)) > MAX_NAME_BYTES:
         return f"has a name longer than {MAX_NAME_BYTES} bytes"
     return None
+
+
+def _is_control(c: str) -> bool:
+    """C0 and C1 controls, line separators and bidi overrides: they break one-line
+    messages and terminals, and make one name display as another."""
+    o = ord(c)
+    return (
+        o < 32
+        or 127 <= o < 160
+        or o in (0x2028, 0x2029)
+        or 0x202A <= o <= 0x202E
+        or (0x2066 <= o <= 0x2069)
+    )
 
 
 def _inside(link_name: str, target: str) -> bool:
@@ -146,8 +169,12 @@ class Plan:
 def _check_symlink(name: str, target: str) -> None:
     if not target:
         raise Refused(f"member {shown(name)} is a link with an empty target")
-    if target.startswith("/") or "\x00" in target or "\\" in target:
+    if target.startswith("/"):
         raise Refused(f"member {shown(name)} links to {shown(target)}, an absolute path")
+    if "\x00" in target or "\\" in target:
+        raise Refused(f"member {shown(name)} links to {shown(target)}, with a NUL or backslash")
+    if len(os.fsencode(target)) >= MAX_LINK_TARGET:
+        raise Refused(f"member {shown(name)} is a link with an oversized target")
     if not _inside(name, target):
         raise Refused(f"member {shown(name)} links to {shown(target)}, outside the target folder")
 
@@ -194,8 +221,10 @@ class Stream:
         return self.read(n)
 
     def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            n = 1 << 62
+        # Member data goes through view(); read() serves headers, and tarfile reads a
+        # pax or GNU long-name body whole, at whatever size its header declares.
+        if n < 0 or n > MAX_HEADER_READ:
+            raise Refused(f"a header of {n:,} bytes at byte {self.tell():,} (a memory bomb?)")
         parts: list[memoryview] = []
         while n > 0:
             if self._pos == len(self._buf) and not self._next_chunk():
@@ -246,37 +275,84 @@ class Stream:
 
 
 def decompressed(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
-    """Chunks of the decompressed stream (gzip, bzip2, xz or zstd), all members of it."""
-    new = _decompressor_factory(kind)
-    dec = new()
-    for chunk in chunks:
-        while chunk:
+    """Chunks of the decompressed stream (gzip, bzip2, xz or zstd), all members of it.
+
+    Pieces stay small (MAX_PIECE; a few tens of MB at most for zstd) however much the
+    input expands, so that a bomb meets the running counts downstream before it
+    exhausts memory.  A stream that stops before its end marker is refused: a
+    truncated download is not an archive, and would otherwise be staged in part.
+    """
+    new, expand = _decompressor_factory(kind)
+    dec, fed = new(), False
+    for data in chunks:
+        while data:
+            fed = True
             try:
-                out = dec.decompress(chunk)
+                data = yield from expand(dec, data)
             except Exception as error:  # zlib.error, OSError, LZMAError, ZstdError
                 raise Refused(f"the {kind} data is corrupt: {error}") from None
-            if out:
-                yield out
             if getattr(dec, "eof", False):
-                chunk = dec.unused_data
-                dec = new()  # concatenated streams, as gzip -c a b > ab makes
-            else:
-                chunk = b""
+                dec, fed = new(), False  # concatenated streams, as gzip -c a b > ab makes
+    if fed and getattr(dec, "eof", True) is False:
+        raise Refused(f"the {kind} data ends before its end marker (a truncated archive)")
 
 
-def _decompressor_factory(kind: str) -> Callable:
+# Each expands DATA in pieces of at most MAX_PIECE and returns the input left over
+# after the end of the stream (the start of the next concatenated one).
+
+
+def _inflate(dec, data: bytes) -> Iterator[bytes]:
+    while True:
+        out = dec.decompress(data, MAX_PIECE)
+        if out:
+            yield out
+        if dec.eof:
+            return dec.unused_data
+        data = dec.unconsumed_tail
+        if not data and len(out) < MAX_PIECE:
+            return b""
+
+
+def _unbuffer(dec, data: bytes) -> Iterator[bytes]:
+    # bz2 and lzma keep input they have not used yet themselves.
+    while True:
+        out = dec.decompress(data, max_length=MAX_PIECE)
+        data = b""
+        if out:
+            yield out
+        if dec.eof:
+            return dec.unused_data
+        if dec.needs_input:
+            return b""
+
+
+def _unzstd(dec, data: bytes) -> Iterator[bytes]:
+    # zstandard's decompressobj has no max_length: feed it little at a time instead
+    # (a 4-byte RLE block expands to 128 KB, so 1 KB of input to at most 32 MB).
+    step = 1024
+    for at in range(0, len(data), step):
+        out = dec.decompress(data[at : at + step])
+        if out:
+            yield out
+        if getattr(dec, "eof", False):
+            return dec.unused_data + data[at + step :]
+    return b""
+
+
+def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
+    """(a new decompressor, the function that expands data with it)."""
     if kind == "gz":
         import zlib
 
-        return lambda: zlib.decompressobj(31)
+        return (lambda: zlib.decompressobj(31)), _inflate
     if kind == "bz2":
         import bz2
 
-        return bz2.BZ2Decompressor
+        return bz2.BZ2Decompressor, _unbuffer
     if kind == "xz":
         import lzma
 
-        return lzma.LZMADecompressor
+        return lzma.LZMADecompressor, _unbuffer
     if kind == "zst":
         try:
             import zstandard
@@ -284,17 +360,7 @@ def _decompressor_factory(kind: str) -> Callable:
             raise ColabMagicError(
                 ".tar.zst needs the zstandard package: pip install zstandard"
             ) from None
-
-        class _Zstd:
-            def __init__(self) -> None:
-                self._dec = zstandard.ZstdDecompressor().decompressobj()
-                self.eof = False
-                self.unused_data = b""
-
-            def decompress(self, data: bytes) -> bytes:
-                return self._dec.decompress(data)
-
-        return _Zstd
+        return (lambda: zstandard.ZstdDecompressor().decompressobj()), _unzstd
     raise AssertionError(kind)
 
 
@@ -318,9 +384,16 @@ class Writer:
         self._links: list[Member] = []
         self._on_bytes = on_bytes or (lambda n: None)
 
+    def _path(self, name: str) -> Path:
+        path = self.top / name
+        if len(os.fsencode(path)) >= PATH_MAX:
+            raise Refused(f"member {shown(name)} makes a path longer than {PATH_MAX} bytes")
+        return path
+
     def _dir(self, name: str) -> None:
         if name and name not in self._made:
-            os.makedirs(self.top / name, exist_ok=True)
+            with _disk(name):
+                os.makedirs(self._path(name), exist_ok=True)
             self._made.add(name)
 
     def mkdir(self, name: str) -> None:
@@ -328,11 +401,13 @@ class Writer:
 
     def file(self, member: Member, data: Iterator[memoryview | bytes]) -> None:
         """Write MEMBER from DATA; stop at one byte past its declared size."""
-        parent, _, _ = member.name.rpartition("/")
-        self._dir(parent)
-        path = self.top / member.name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, member.mode & 0o755 | 0o600)
-        try:
+        path = self._path(member.name)
+        self._dir(member.name.rpartition("/")[0])
+        try:  # not `with _disk`: a Ctrl-C as it exits would strand the open file
+            out = create_file(path, executable=bool(member.mode & 0o100))
+        except OSError as error:
+            _disk_error(member.name, error)
+        with out:
             size = 0
             for piece in data:
                 size += len(piece)
@@ -342,16 +417,12 @@ class Writer:
                         f"{member.size:,} bytes it declares"
                     )
                 if self.budget is not None and self.written + len(piece) > self.budget:
-                    raise ColabMagicError(
-                        f"the disk is full: {member.name} would exceed the free space"
-                    )
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view) :]
+                    # What the disk would say a little later, said before filling it.
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                with _disk(member.name):
+                    write_all(out, piece)
                 self.written += len(piece)
                 self._on_bytes(len(piece))
-        finally:
-            os.close(fd)
         if size != member.size:
             raise Refused(
                 f"member {shown(member.name)} has {size:,} bytes, not the "
@@ -366,13 +437,13 @@ class Writer:
         """Create the links, then prove on disk that each one resolves inside TOP."""
         top = os.path.realpath(self.top)
         for member in self._links:
-            parent, _, _ = member.name.rpartition("/")
-            self._dir(parent)
-            path = self.top / member.name
-            if member.kind == "hardlink":
-                os.link(self.top / member.target, path)
-            else:
-                os.symlink(member.target, path)
+            path = self._path(member.name)
+            self._dir(member.name.rpartition("/")[0])
+            with _disk(member.name):
+                if member.kind == "hardlink":
+                    os.link(self.top / member.target, path, follow_symlinks=False)
+                else:
+                    os.symlink(member.target, path)
             self.files += 1
         for member in self._links:
             if member.kind == "symlink":
@@ -382,6 +453,48 @@ class Writer:
                         f"member {shown(member.name)} links to {shown(member.target)}, "
                         "which resolves outside the target folder"
                     )
+
+
+def create_file(path: Path, *, executable: bool = False) -> io.FileIO:
+    """A new file at PATH (never an existing file or a link through which to write),
+    rw-r--r-- or rwxr-xr-x less the umask, as an object that closes itself.
+
+    Not a raw descriptor: CPython runs signal handlers as os.open() returns, so a
+    Ctrl-C at that moment drops the number, and the file stays open for the life of
+    the kernel.  A dropped file object is closed at once.
+    """
+    out = open(path, "xb", buffering=0)  # noqa: SIM115 - returned to the caller
+    try:
+        made = os.fstat(out.fileno()).st_mode & 0o777  # 0o666 less the umask
+        wanted = made & 0o644 | ((made & 0o444) >> 2 if executable else 0)
+        if wanted != made:
+            os.fchmod(out.fileno(), wanted)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def write_all(out: io.FileIO, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view) :]
+
+
+@contextmanager
+def _disk(name: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        _disk_error(name, error)
+
+
+def _disk_error(name: str, error: OSError) -> NoReturn:
+    """A local-disk error as one line that names the member.  A full disk is left
+    as it is: the caller says so for the whole stage."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise error
+    raise ColabMagicError(f"cannot write member {shown(name)}: {error.strerror}") from None
 
 
 # --------------------------------------------------------------------------- zip
@@ -600,34 +713,40 @@ def _zip_data(entry: ZipEntry, stream: Stream, zlib) -> Iterator[memoryview | by
     crc = 0
     inflate = zlib.decompressobj(-15) if entry.method == 8 else None
     room = entry.member.size + 1  # one byte past the declared size proves a lie
+
+    def expand(data: bytes | memoryview) -> bytes:
+        try:
+            # Never more than MAX_PIECE at once, nor one byte past the declared size:
+            # a bomb stops here.  (room is at least 1: a max_length of 0 is "no limit".)
+            return inflate.decompress(data, min(room, MAX_PIECE))
+        except zlib.error as error:
+            raise Refused(f"member {shown(name)} has corrupt deflate data: {error}") from None
+
     while left > 0:
         piece = stream.view(min(left, 1 << 20))
         if not piece:
             raise Refused(f"member {shown(name)} is truncated")
         left -= len(piece)
-        if inflate is None:
-            out = piece
-        else:
-            try:
-                # Never more than one byte past the declared size: a bomb stops here.
-                # (room is at least 1: zlib reads a max_length of 0 as "no limit".)
-                out = inflate.decompress(piece, room)
-            except zlib.error as error:
-                raise Refused(f"member {shown(name)} has corrupt deflate data: {error}") from None
+        while piece:
+            if inflate is None:  # stored: its size was checked against the declared one
+                out, piece = piece, b""
+            else:
+                out = expand(piece)
+                piece = inflate.unconsumed_tail
             room -= len(out)
-            if inflate.unconsumed_tail or room <= 0:
-                yield out
-                yield b"\0"  # past the declared size: Writer refuses it
-                return
+            crc = zlib.crc32(out, crc)
+            yield out
+            if room <= 0:
+                return  # past the declared size: Writer refuses it
+    while inflate is not None and not inflate.eof:
+        out = expand(b"")  # what zlib still holds once the input has run out
+        if not out:
+            raise Refused(f"member {shown(name)} has truncated deflate data")
+        room -= len(out)
         crc = zlib.crc32(out, crc)
         yield out
-    if inflate is not None:
-        tail = inflate.flush()
-        if tail:
-            crc = zlib.crc32(tail, crc)
-            yield tail
-        if not inflate.eof:
-            raise Refused(f"member {shown(name)} has truncated deflate data")
+        if room <= 0:
+            return
     if crc != entry.crc:
         raise Refused(f"member {shown(name)} fails its CRC check (corrupt)")
 
@@ -684,7 +803,12 @@ def _tar_member(info) -> Member | None:
             raise Refused(f"member {shown(raw)} is a hard link with an empty target")
         if info.linkname.startswith("/"):
             raise Refused(f"member {shown(raw)} is a hard link to an absolute path")
-        target = clean_name(info.linkname)
+        try:
+            target = clean_name(info.linkname)
+        except Refused:
+            raise Refused(
+                f"member {shown(raw)} is a hard link to {shown(info.linkname)}, an unsafe name"
+            ) from None
         return Member(clean, "hardlink", target=target or "")
     kind = {b"3": "a character device", b"4": "a block device", b"6": "a FIFO"}
     raise Refused(f"member {shown(raw)} is {kind.get(info.type, 'of an unsupported type')}")
@@ -697,7 +821,10 @@ def _check_tar_end(stream: Stream, offset: int) -> None:
     if stream.tell() - len(last) == offset:
         block = last[:512]
     else:
-        stream.seek(offset)
+        try:
+            stream.seek(offset)
+        except OSError:  # behind what the stream still holds: not a clean end either
+            raise Refused(f"corrupt tar archive near byte {offset:,}") from None
         block = stream.read(512)
     if block.strip(b"\0"):
         raise Refused(f"corrupt tar header at byte {offset:,} (bad checksum or truncated)")

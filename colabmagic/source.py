@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import threading
 import time
@@ -35,19 +36,34 @@ class SourceFile:
     def __init__(self, path: Path, *, retries: int = 5) -> None:
         self.path = path
         self.retries = retries
-        self.size = os.stat(path).st_size
-        self._fd: int | None = None
+        st = os.stat(path)
+        self.size = st.st_size
+        self._version = (st.st_size, st.st_mtime_ns)
+        self._file: io.FileIO | None = None
 
     def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd
+        if self._file is None:
+            # A file object, not os.open(): a Ctrl-C as the call returns would drop a
+            # raw descriptor and leave it open (see archives.create_file).
+            file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - kept until close()
+            try:
+                st = os.fstat(file.fileno())
+                if (st.st_size, st.st_mtime_ns) != self._version:
+                    # Resuming would splice two versions of the file together.
+                    raise ColabMagicError(
+                        f'"{self.path}" changed while it was being read; run it again'
+                    )
+            except BaseException:
+                file.close()
+                raise
+            self._file = file
+        return self._file.fileno()
 
     def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
+        if self._file is not None:
+            file, self._file = self._file, None
             with contextlib.suppress(OSError):
-                os.close(fd)
+                file.close()
 
     def _retrying(self, offset: int, read: Callable[[int], bytes]) -> bytes:
         attempt = 0
@@ -123,10 +139,12 @@ def prefetch(items: Iterable[bytes], depth: int = 16) -> Iterator[bytes]:
                 close()
 
     thread = threading.Thread(target=work, name="colabmagic-read", daemon=True)
-    thread.start()
 
     def consume() -> Iterator[bytes]:
+        # The thread starts on the first next(), not before: a generator closed before
+        # it ever ran skips its finally, and would leave a thread reading forever.
         try:
+            thread.start()
             while True:
                 item = handoff.get()
                 if item is _DONE:
@@ -136,6 +154,7 @@ def prefetch(items: Iterable[bytes], depth: int = 16) -> Iterator[bytes]:
                 yield item
         finally:
             stop.set()
-            thread.join()
+            if thread.ident is not None:
+                thread.join()
 
     return consume()

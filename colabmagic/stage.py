@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,21 +139,29 @@ class _locked:
         import fcntl
 
         self.state.mkdir(exist_ok=True)
-        self.fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # A file object, not a raw descriptor: see archives.create_file.
+        self.file = open(self.state / "lock", "ab", buffering=0)  # noqa: SIM115
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            import sys
+            try:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                import sys
 
-            print(
-                f"colabmagic: another stage into {self.state.parent} is running; waiting for it",
-                file=sys.stderr,
-            )
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        _clear_leftovers(self.state)
+                print(
+                    f"colabmagic: another stage into {self.state.parent} is running; "
+                    "waiting for it",
+                    file=sys.stderr,
+                )
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+            _clear_leftovers(self.state)
+        except BaseException:
+            # Ctrl-C while waiting or clearing: a leaked descriptor would hold the lock,
+            # and the next stage in this kernel would wait for itself forever.
+            self.file.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)  # closing releases the flock
+        self.file.close()  # closing releases the flock
 
 
 def _clear_leftovers(state: Path) -> None:
@@ -208,7 +217,7 @@ def _fingerprint(source: Path) -> dict:
 def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
     started = time.monotonic()
     source = source.absolute()
-    kind, compression = _detect(source, options.format)
+    kind, compression = _detect(source, options.format, options.retries)
     if options.sha256 and kind == "folder":
         raise ColabMagicError("--sha256 checks a file or an archive, not a folder")
     marker_path = _marker_path(dest, source)
@@ -243,6 +252,10 @@ def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
 
     def check_top(name: str) -> None:
         """Refuse, before writing, to replace an entry this source did not stage."""
+        if name == STATE_DIR:
+            raise ColabMagicError(
+                f'"{name}" is the name of colabmagic\'s own folder in {dest}; nothing was staged'
+            )
         if name not in ours and not options.force and os.path.lexists(dest / name):
             raise ColabMagicError(
                 f'"{dest / name}" already exists and was not staged from {source.name}; '
@@ -280,12 +293,17 @@ def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
         record["state"] = "complete"
         _write_marker(marker_path, record)
     except OSError as error:
-        if error.errno == errno.ENOSPC:
-            raise ColabMagicError(
-                f"the disk holding {dest} is full; nothing was staged "
-                f"({size(_free(dest))} free now)"
-            ) from None
-        raise
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)  # first: the free space shown is then real
+        code = errno.errorcode[error.errno]
+        raise ColabMagicError(
+            f"no space left on the disk holding {dest} ({code}); nothing was staged and its "
+            f"partial output is removed ({size(_free(dest))} free); free some space or "
+            "stage to another disk with --to"
+        ) from None
     finally:
         import shutil
 
@@ -314,11 +332,17 @@ def _move_into_place(work: Path, dest: Path, names: list[str]) -> None:
     try:
         for name in names:
             target = dest / name
-            if os.path.lexists(target):
-                if trash is None:
-                    trash = Path(_mkdtemp(dest / STATE_DIR, "trash-"))
-                os.rename(target, trash / name)
-            os.rename(work / name, target)
+            if not os.path.lexists(target):
+                os.rename(work / name, target)
+                continue
+            if trash is None:
+                trash = Path(_mkdtemp(dest / STATE_DIR, "trash-"))
+            os.rename(target, trash / name)
+            try:
+                os.rename(work / name, target)
+            except BaseException:
+                os.rename(trash / name, target)  # Ctrl-C between the two: put it back
+                raise
     finally:
         if trash is not None:
             import shutil
@@ -331,10 +355,11 @@ def _free(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _preflight(dest: Path, need: int) -> int:
-    """Free bytes at DEST; refuse before writing when NEED does not fit."""
-    free = _free(dest)
+def _preflight(work: Path, need: int) -> int:
+    """Free bytes where WORK is; refuse before writing when NEED does not fit."""
+    free = _free(work)
     if need > free:
+        dest = work.parent.parent  # work is DIR/.colabmagic/tmp-*: name the folder the user knows
         raise ColabMagicError(
             f"needs {size(need)} but {dest} has only {size(free)} free; "
             "free some space or stage to another disk with --to"
@@ -363,7 +388,7 @@ def _combined(text: str, dest: Path, results: list[StageResult], seconds: float)
 # --------------------------------------------------------------------------- detection
 
 
-def _detect(source: Path, format: str) -> tuple[str, str | None]:
+def _detect(source: Path, format: str, retries: int = 5) -> tuple[str, str | None]:
     """("zip" | "tar" | "folder" | "file", compression of a tar or None)."""
     if source.is_dir():
         return "folder", None
@@ -378,36 +403,35 @@ def _detect(source: Path, format: str) -> tuple[str, str | None]:
                 return "tar", compression
         if name.endswith(".tar"):
             return "tar", None
-    with open(source, "rb") as f:
-        head = f.read(4096)
-    compression = next((c for magic, c in _MAGIC.items() if head.startswith(magic)), None)
     if format == "zip":
         return "zip", None
-    if format == "tar":
-        return "tar", compression
-    # Sniff what the name does not say: a tar (maybe compressed), a zip, or else a file.
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip", None
-    if compression:
-        from .archives import decompressed
+    from .source import SourceFile
 
-        try:
-            head = next(decompressed(iter([head]), compression), b"")
-        except ColabMagicError:
-            head = b""
-        return ("tar", compression) if head[257:262] == b"ustar" else ("file", None)
-    if head[257:262] == b"ustar":
-        return "tar", None
-    if _has_zip_end(source):
-        return "zip", None  # a self-extracting stub with a zip after it
-    return "file", None
+    reader = SourceFile(source, retries=retries)  # Drive may drop here too
+    try:
+        head = reader.pread(0, 4096)
+        compression = next((c for magic, c in _MAGIC.items() if head.startswith(magic)), None)
+        if format == "tar":
+            return "tar", compression
+        # Sniff what the name does not say: a tar (maybe compressed), a zip, or else a file.
+        if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+            return "zip", None
+        if compression:
+            from .archives import decompressed
 
-
-def _has_zip_end(source: Path) -> bool:
-    with open(source, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 66000))
-        return b"PK\x05\x06" in f.read()
+            try:
+                head = next(decompressed(iter([head]), compression), b"")
+            except ColabMagicError:
+                head = b""
+            return ("tar", compression) if head[257:262] == b"ustar" else ("file", None)
+        if head[257:262] == b"ustar":
+            return "tar", None
+        tail_at = max(0, reader.size - 66000)
+        if b"PK\x05\x06" in reader.pread(tail_at, reader.size - tail_at):
+            return "zip", None  # a self-extracting stub with a zip after it
+        return "file", None
+    finally:
+        reader.close()
 
 
 # --------------------------------------------------------------------------- archives
@@ -421,35 +445,41 @@ def _unpack(
     options: _Options,
     check_top,
 ) -> _Outcome:
+    from contextlib import ExitStack, closing
+
     from . import archives
+    from .archives import create_file, write_all
     from .progress import bar
     from .source import SourceFile, prefetch
 
-    reader = SourceFile(source, retries=options.retries)
     outcome = _Outcome()
     digest = hashlib.sha256()
-    keep_fd = None
-    if options.keep_archive:
-        check_top(source.name)
-        keep_fd = os.open(work / source.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     read = [0]
+    # Released last in, first out, on success, error or Ctrl-C alike: the reader
+    # threads are stopped before the file they read and the copy they write close.
+    with ExitStack() as cleanup:
+        reader = SourceFile(source, retries=options.retries)
+        cleanup.callback(reader.close)
+        keep = None
+        if options.keep_archive:
+            check_top(source.name)
+            keep = cleanup.enter_context(create_file(work / source.name))
 
-    def raw_chunks():
-        # Runs in the reader thread: hashing (and the optional copy) overlap with
-        # unpacking in the caller, and hashlib releases the GIL on large chunks.
-        for chunk in reader.chunks():
-            digest.update(chunk)
-            if keep_fd is not None:
-                os.write(keep_fd, chunk)
-            read[0] += len(chunk)
-            yield chunk
+        def raw_chunks():
+            # Runs in the reader thread: hashing (and the optional copy) overlap with
+            # unpacking in the caller, and hashlib releases the GIL on large chunks.
+            for chunk in reader.chunks():
+                digest.update(chunk)
+                if keep is not None:
+                    write_all(keep, chunk)
+                read[0] += len(chunk)
+                yield chunk
 
-    progress = bar(reader.size, f"stage {source.name}", quiet=options.quiet)
-    try:
+        kept = reader.size if keep is not None else 0
         if kind == "zip":
             index = archives.read_zip_index(reader.size, reader.pread)
             _check_ratio(index.plan.declared, reader.size, source, options)
-            free = _preflight(work, index.plan.declared + (reader.size if keep_fd else 0))
+            free = _preflight(work, index.plan.declared + kept)
             for name in index.plan.top:
                 check_top(name)
             if index.cp437_names:
@@ -457,12 +487,19 @@ def _unpack(
                     f"{index.cp437_names} member names had no UTF-8 flag and were "
                     "decoded as cp437, as zipfile does"
                 )
-            chunks = prefetch(raw_chunks())
         else:
-            free = _preflight(work, reader.size * (2 if keep_fd else 1))
-            chunks = prefetch(raw_chunks())
-            if compression:
-                chunks = prefetch(archives.decompressed(chunks, compression))
+            # A tar's total is only known once it has been read: the running counts in
+            # Writer (bytes against the free space) and below (the ratio) enforce it.
+            free = _preflight(work, reader.size + kept)
+        progress = cleanup.enter_context(
+            closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
+        )
+        chunks = cleanup.enter_context(closing(prefetch(raw_chunks())))
+        if compression:
+            expanded = archives.decompressed(chunks, compression)
+            if not options.allow_ratio:
+                expanded = _ratio_capped(expanded, reader.size, source)
+            chunks = cleanup.enter_context(closing(prefetch(expanded)))
         stream = archives.Stream(chunks)
         writer = archives.Writer(work, budget=free)
         shown = 0
@@ -474,30 +511,22 @@ def _unpack(
                 shown = read[0]
                 progress.set_postfix(files=writer.files, refresh=False)
 
-        try:
-            if kind == "zip":
-                archives.stream_zip(index, stream, writer, on_member=tick)
-                plan = index.plan
-            else:
-                plan = _unpack_tar(stream, writer, check_top, tick, archives)
-                if trailing := archives.trailing_bytes(stream):
-                    outcome.warnings.append(
-                        f"{trailing:,} bytes after the end of the tar archive were ignored"
-                    )
-            stream.skip(1 << 62)  # the rest of the file: the digest covers every byte
-            writer.finish()
-        finally:
-            chunks.close()
+        if kind == "zip":
+            archives.stream_zip(index, stream, writer, on_member=tick)
+            plan = index.plan
+        else:
+            plan = _unpack_tar(stream, writer, check_top, tick, archives)
+            if trailing := archives.trailing_bytes(stream):
+                outcome.warnings.append(
+                    f"{trailing:,} bytes after the end of the tar archive were ignored"
+                )
+        stream.skip(1 << 62)  # the rest of the file: the digest covers every byte
+        writer.finish()
         progress.update(read[0] - shown)
-    finally:
-        progress.close()
-        reader.close()
-        if keep_fd is not None:
-            os.close(keep_fd)
     if not plan.files and not plan.dirs:
         outcome.warnings.append("the archive is empty")
     outcome.names = list(plan.top)
-    if keep_fd is not None:
+    if keep is not None:
         outcome.names.append(source.name)
     outcome.files = writer.files
     outcome.bytes = writer.written
@@ -546,42 +575,57 @@ def _check_ratio(declared: int, compressed: int, source: Path, options: _Options
     return None
 
 
+def _ratio_capped(chunks: Iterator[bytes], compressed: int, source: Path) -> Iterator[bytes]:
+    """CHUNKS of a decompressed tar, stopped where _check_ratio would stop a zip.
+
+    A tar declares no total, so the bytes are counted as they expand.  The limit is
+    against the whole archive's size, not the compressed bytes read so far: a
+    legitimate archive may start with a long run of zeros, and is only a bomb if the
+    archive as a whole expands more than MAX_RATIO:1.
+    """
+    limit = max(RATIO_FLOOR, MAX_RATIO * compressed)
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            from .archives import Refused
+
+            raise Refused(
+                f"{source.name} expands more than {MAX_RATIO:,}:1, past {size(limit)} "
+                "(a compression bomb?); use --allow-ratio if you trust it"
+            )
+        yield chunk
+
+
 # --------------------------------------------------------------------------- files, folders
 
 
 def _copy_file(source: Path, work: Path, options: _Options, check_top) -> _Outcome:
+    from contextlib import ExitStack, closing
+
+    from .archives import create_file, write_all
     from .progress import bar
     from .source import SourceFile, prefetch
 
     check_top(source.name)
-    reader = SourceFile(source, retries=options.retries)
-    _preflight(work, reader.size)
     digest = hashlib.sha256()
     written = 0
-    progress = bar(reader.size, f"stage {source.name}", quiet=options.quiet)
-    fd = os.open(work / source.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        chunks = prefetch(reader.chunks())
-        try:
-            for chunk in chunks:
-                digest.update(chunk)
-                _write_all(fd, chunk)
-                written += len(chunk)
-                progress.update(len(chunk))
-        finally:
-            chunks.close()
-    finally:
-        os.close(fd)
-        reader.close()
-        progress.close()
-    os.utime(work / source.name, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    with ExitStack() as cleanup:
+        reader = SourceFile(source, retries=options.retries)
+        cleanup.callback(reader.close)
+        _preflight(work, reader.size)
+        out = cleanup.enter_context(create_file(work / source.name))
+        progress = cleanup.enter_context(
+            closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
+        )
+        for chunk in cleanup.enter_context(closing(prefetch(reader.chunks()))):
+            digest.update(chunk)
+            write_all(out, chunk)
+            written += len(chunk)
+            progress.update(len(chunk))
+    st = source.stat()
+    os.utime(work / source.name, ns=(st.st_atime_ns, st.st_mtime_ns))
     return _Outcome([source.name], 1, written, written, digest.hexdigest())
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _copy_folder(source: Path, work: Path, options: _Options, check_top, total: int) -> _Outcome:
@@ -632,17 +676,17 @@ def _copy_folder(source: Path, work: Path, options: _Options, check_top, total: 
 
 
 def _copy_one(src: Path, dst: Path, retries: int) -> int:
+    from .archives import create_file, write_all
     from .source import SourceFile
 
     reader = SourceFile(src, retries=retries)
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     written = 0
     try:
-        for chunk in reader.chunks():
-            _write_all(fd, chunk)
-            written += len(chunk)
+        with create_file(dst) as out:
+            for chunk in reader.chunks():
+                write_all(out, chunk)
+                written += len(chunk)
     finally:
-        os.close(fd)
         reader.close()
     st = src.stat()
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
