@@ -66,7 +66,6 @@ def stage(
     (copied to TO/<name>), a file (copied) or a glob (each match).  Nothing in TO is
     replaced unless it was staged from the same source, or ``force`` is set.
     """
-    started = time.monotonic()
     text = os.fspath(src)
     if format not in FORMATS:
         raise ColabMagicError(f"--format must be one of {', '.join(FORMATS)}")
@@ -77,11 +76,11 @@ def stage(
         raise ColabMagicError("--sha256 checks a single source, not a glob")
     dest = _target(to)
     options = _Options(force, keep_archive, sha256, workers, quiet, retries, format, allow_ratio)
+    # A glob is one unit: its matches (WebDataset shards, say) may share a top-level
+    # folder, so they are unpacked into one work folder and moved into place together.
+    label = Path(os.path.abspath(drive.to_path(text))) if glob.has_magic(text) else sources[0]
     with _locked(dest):
-        results = [_stage_one(path, dest, options) for path in sources]
-    if len(results) == 1 and not glob.has_magic(text):
-        return results[0]
-    return _combined(text, dest, results, time.monotonic() - started)
+        return _stage_sources(sources, label, dest, options)
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,14 @@ class _Outcome:
     read: int = 0
     digest: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: _Outcome) -> None:
+        """Fold in what one more source of a glob produced."""
+        self.names += [name for name in other.names if name not in self.names]
+        self.files += other.files
+        self.bytes += other.bytes
+        self.read += other.read
+        self.warnings += other.warnings
 
 
 def _is_sha256(text: str) -> bool:
@@ -214,15 +221,16 @@ def _fingerprint(source: Path) -> dict:
 # --------------------------------------------------------------------------- one source
 
 
-def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
+def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Options) -> StageResult:
+    """Stage SOURCES (one path, or a glob's matches, named LABEL) into DEST."""
     started = time.monotonic()
-    source = source.absolute()
-    kind, compression = _detect(source, options.format, options.retries)
-    if options.sha256 and kind == "folder":
+    sources = [source.absolute() for source in sources]
+    kinds = [_detect(source, options.format, options.retries) for source in sources]
+    if options.sha256 and kinds[0][0] == "folder":
         raise ColabMagicError("--sha256 checks a file or an archive, not a folder")
-    marker_path = _marker_path(dest, source)
+    marker_path = _marker_path(dest, label)
     marker = _read_marker(marker_path)
-    fingerprint = _fingerprint(source)
+    fingerprint = {str(source): _fingerprint(source) for source in sources}
     entries_there = marker is not None and all(
         os.path.lexists(dest / name) for name in marker.get("entries", [])
     )
@@ -230,17 +238,17 @@ def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
         marker is not None
         and not options.force
         and marker.get("state") == "complete"
-        and marker.get("source") == str(source)
+        and marker.get("source") == str(label)
         and marker.get("fingerprint") == fingerprint
         and entries_there
     ):
         if options.sha256 and marker.get("sha256") != options.sha256.lower():
             raise ColabMagicError(
-                f"{source.name} has sha256 {marker.get('sha256')}, not {options.sha256}"
+                f"{label.name} has sha256 {marker.get('sha256')}, not {options.sha256}"
             )
         return StageResult(
             action="skipped",
-            source=source,
+            source=label,
             dest=dest,
             files=marker.get("files", 0),
             bytes=marker.get("bytes", 0),
@@ -258,25 +266,31 @@ def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
             )
         if name not in ours and not options.force and os.path.lexists(dest / name):
             raise ColabMagicError(
-                f'"{dest / name}" already exists and was not staged from {source.name}; '
+                f'"{dest / name}" already exists and was not staged from {label.name}; '
                 "move it away or use --force to replace it"
             )
 
     work = Path(_mkdtemp(dest / STATE_DIR, "tmp-"))
     try:
-        if kind == "folder":
-            outcome = _copy_folder(source, work, options, check_top, fingerprint["size"])
-        elif kind == "file":
-            outcome = _copy_file(source, work, options, check_top)
-        else:
-            outcome = _unpack(source, work, kind, compression, options, check_top)
+        outcome = _Outcome()
+        for source, (kind, compression) in zip(sources, kinds, strict=True):
+            if kind == "folder":
+                total = fingerprint[str(source)]["size"]
+                one = _copy_folder(source, work, options, check_top, total)
+            elif kind == "file":
+                one = _copy_file(source, work, options, check_top)
+            else:
+                one = _unpack(source, work, kind, compression, options, check_top)
+            outcome.add(one)
+        if len(sources) == 1:
+            outcome.digest = one.digest  # the sha256 of the one source, for the marker
         if options.sha256 and outcome.digest != options.sha256.lower():
             raise ColabMagicError(
-                f"{source.name} has sha256 {outcome.digest}, not {options.sha256}: "
+                f"{label.name} has sha256 {outcome.digest}, not {options.sha256}: "
                 "nothing was staged"
             )
         record = {
-            "source": str(source),
+            "source": str(label),
             "fingerprint": fingerprint,
             "sha256": outcome.digest,
             # Journal first: should the moves below be cut short, the next run knows
@@ -310,7 +324,7 @@ def _stage_one(source: Path, dest: Path, options: _Options) -> StageResult:
         shutil.rmtree(work, ignore_errors=True)
     return StageResult(
         action="restaged" if marker is not None else "staged",
-        source=source,
+        source=label,
         dest=dest,
         files=outcome.files,
         bytes=outcome.bytes,
@@ -365,24 +379,6 @@ def _preflight(work: Path, need: int) -> int:
             "free some space or stage to another disk with --to"
         )
     return free
-
-
-def _combined(text: str, dest: Path, results: list[StageResult], seconds: float) -> StageResult:
-    actions = {r.action for r in results}
-    action = (
-        "skipped" if actions == {"skipped"} else "restaged" if "restaged" in actions else "staged"
-    )
-    return StageResult(
-        action=action,
-        source=Path(text),
-        dest=dest,
-        files=sum(r.files for r in results),
-        bytes=sum(r.bytes for r in results),
-        archive_bytes=sum(r.archive_bytes for r in results),
-        seconds=seconds,
-        entries=tuple(e for r in results for e in r.entries),
-        warnings=tuple(w for r in results for w in r.warnings),
-    )
 
 
 # --------------------------------------------------------------------------- detection

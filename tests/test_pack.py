@@ -198,10 +198,6 @@ def test_shards_follow_webdataset_naming(ip, drive_root, workdir):
     assert sorted(p.name for p in shards[0].parent.glob("wds-*.tar")) == ["wds-000000.tar"]
 
 
-@pytest.mark.xfail(
-    reason="%stage of a glob refuses a second shard that adds to the same top folder",
-    strict=False,
-)
 def test_shards_stage_back_by_their_glob(ip, drive_root, workdir):
     folder = drive_root / "MyDrive" / "wds"
     make_folder(folder, 200, seed=5)

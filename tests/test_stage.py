@@ -156,9 +156,28 @@ def test_plain_file_and_glob(ip, drive_root, workdir):
     result = ip.run_line_magic("stage", '"My Drive/shards/part-*.tar"')
     assert result.files == 2
     assert staged(workdir) == {"s/0.bin": b"zero", "s1/1.bin": b"one"}
+    assert ip.run_line_magic("stage", '"My Drive/shards/part-*.tar"').action == "skipped"
     single = ip.run_line_magic("stage", '"My Drive/shards/weights.bin" --to models')
     assert single.action == "staged"
     assert (workdir / "models" / "weights.bin").read_bytes() == b"\x00\x01" * 1000
+
+
+def test_shards_sharing_a_folder_stage_as_one(ip, drive_root, workdir):
+    shards = drive_root / "MyDrive" / "wds"
+    write_tar(shards / "train-000000.tar", {"train/a.jpg": b"a", "train/a.cls": b"0"})
+    write_tar(shards / "train-000001.tar", {"train/b.jpg": b"b", "train/b.cls": b"1"})
+    result = ip.run_line_magic("stage", '"My Drive/wds/train-*.tar"')
+    assert result.action == "staged" and result.files == 4
+    assert staged(workdir) == {
+        "train/a.jpg": b"a",
+        "train/a.cls": b"0",
+        "train/b.jpg": b"b",
+        "train/b.cls": b"1",
+    }
+    write_tar(shards / "train-000002.tar", {"train/a.jpg": b"again"})  # a duplicate member
+    with pytest.raises(UsageError, match="a.jpg"):
+        ip.run_line_magic("stage", '"My Drive/wds/train-*.tar"')
+    assert staged(workdir)["train/a.jpg"] == b"a"
 
 
 def test_keep_archive_and_sha256(ip, drive_root, workdir):
