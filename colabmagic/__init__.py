@@ -4,23 +4,15 @@
     %stage "My Drive/datasets/cats_dogs.zip"
 
 Every magic has a Python twin here (``colabmagic.stage(...)``) and a CLI twin
-(``colabmagic stage ...``).  Importing this package stays cheap: the modules below
-import their heavy dependencies (tqdm, humanize, zipfile, tarfile) where they use them.
+(``colabmagic stage ...``).  Importing this package stays cheap: each twin's module is
+imported on first use, and imports its heavy dependencies where it uses them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The twins share their names with the modules that define them; binding the
-# functions here, after the submodules are imported, keeps `colabmagic.stage` the
-# function (a later `import colabmagic.stage` does not rebind a loaded module).
-from .checkpoints import latest_checkpoint, link_checkpoints
 from .errors import ColabMagicError
-from .pack import pack
-from .stage import stage
-from .status import drive_status
-from .timeread import timeread
 
 __version__ = "0.1.0"
 
@@ -51,10 +43,31 @@ def unload_ipython_extension(ip: Any) -> None:
     unload(ip)
 
 
-def __getattr__(name: str) -> Any:
-    # `colabmagic.fakedrive.mount(...)` without importing the FUSE code up front.
-    if name == "fakedrive":
-        import importlib
+# The Python twins and the module of each, imported on first use so that
+# `import colabmagic` stays cheap (PEP 562).  Module names differ from the function
+# names: importing a submodule binds its name on the package, which would hide a
+# function of the same name.
+_TWINS = {
+    "stage": "staging",
+    "pack": "packing",
+    "timeread": "timing",
+    "link_checkpoints": "checkpoints",
+    "latest_checkpoint": "checkpoints",
+    "drive_status": "status",
+}
 
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _TWINS:
+        value = getattr(importlib.import_module(f".{_TWINS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name == "fakedrive":  # colabmagic.fakedrive.mount(...)
         return importlib.import_module(".fakedrive", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | {"fakedrive"})

@@ -6,7 +6,7 @@ that leave the tree), and sizes are enforced with a running count while the byte
 stream in.  Zip members are all checked from the central directory before the first
 byte is written; tar has no index, so its members are checked as they arrive, and
 everything is written under a staging folder that is only moved into place once the
-whole archive has passed (see stage.py).
+whole archive has passed (see staging.py).
 
 Readers consume a `Stream`: the archive's bytes front to back, as they arrive from
 Drive, so that unpacking overlaps with reading and the archive is never stored.

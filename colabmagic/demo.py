@@ -18,7 +18,7 @@ def demo(files: int = 2000, profile: str = "bench") -> None:
     """Run the demo, printing each %stage line and its result table."""
     from . import drive, fakedrive
     from .sample import make_dataset, make_zip
-    from .stage import stage
+    from .staging import stage
 
     steps = [  # (what a notebook user would type, source, --to)
         ('%stage "My Drive/datasets/cats_dogs.zip"', "My Drive/datasets/cats_dogs.zip", None),

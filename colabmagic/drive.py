@@ -102,10 +102,6 @@ def split_drive_prefix(text: str) -> tuple[str, str] | None:
     return None
 
 
-# Kept for stage.py until it moves to the public name.
-_split_drive_prefix = split_drive_prefix
-
-
 def shown(path: str | os.PathLike) -> str:
     """PATH as a user types it in a magic: "My Drive/x" inside Drive, else as is."""
     found = current_root()

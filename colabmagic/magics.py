@@ -93,7 +93,7 @@ class ColabMagic(Magics):
     def stage(self, args: Any) -> Any:
         """Bring SRC from Drive to local disk, once: an archive is unpacked while it
         streams in, a folder is copied with many reads in flight."""
-        from .stage import stage
+        from .staging import stage
 
         return stage(
             args.src,
@@ -112,7 +112,7 @@ class ColabMagic(Magics):
     @_with_args("packdrive")
     def packdrive(self, args: Any) -> Any:
         """Pack a Drive folder of many small files into one archive beside it."""
-        from .pack import pack
+        from .packing import pack
 
         return pack(
             args.folder,
@@ -151,7 +151,7 @@ class ColabMagic(Magics):
     @_with_args("timeread")
     def timeread(self, args: Any) -> Any:
         """Measure what reading PATH costs from Drive, against local disk."""
-        from .timeread import timeread
+        from .timing import timeread
 
         return timeread(
             args.path,

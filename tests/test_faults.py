@@ -35,7 +35,7 @@ import colabmagic
 from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
 
-stage_module = importlib.import_module("colabmagic.stage")
+stage_module = importlib.import_module("colabmagic.staging")
 source_module = importlib.import_module("colabmagic.source")
 
 MB = 1_000_000

@@ -20,7 +20,7 @@ import colabmagic
 from colabmagic.cli import main as cli
 
 # `colabmagic.pack` is the function; the module behind it is patched in a few tests.
-pack_module = importlib.import_module("colabmagic.pack")
+pack_module = importlib.import_module("colabmagic.packing")
 
 
 def make_folder(folder: Path, n: int, seed: int = 1) -> dict[str, bytes]:

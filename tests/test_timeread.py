@@ -12,9 +12,9 @@ from IPython.core.error import UsageError
 
 import colabmagic
 from colabmagic import drive, fakedrive
-from colabmagic.timeread import TimeReadResult
+from colabmagic.timing import TimeReadResult
 
-timeread_module = sys.modules["colabmagic.timeread"]  # `colabmagic.timeread` is the function
+timeread_module = sys.modules["colabmagic.timing"]  # `colabmagic.timeread` is the function
 needs_fuse = pytest.mark.skipif(
     fakedrive.available() is not None, reason=f"fake Drive unavailable: {fakedrive.available()}"
 )

@@ -125,7 +125,7 @@ def _target(to: str | os.PathLike | None) -> Path:
         path = Path.cwd()
     else:
         text = os.fspath(to)
-        split = drive._split_drive_prefix(text.strip())
+        split = drive.split_drive_prefix(text.strip())
         path = drive.to_path(text) if split else Path(text).expanduser()
     try:
         path.mkdir(parents=True, exist_ok=True)
