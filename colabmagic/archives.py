@@ -20,7 +20,8 @@ import os
 import stat
 import struct
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,22 +368,39 @@ def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
 # --------------------------------------------------------------------------- output
 
 
+# Members up to this size are checked whole (size, CRC) by the unpacking thread and
+# then written by WRITE_THREADS threads: creating thousands of small files is where a
+# throttled local disk makes the unpacker, and so the read from Drive, wait.
+SMALL_MEMBER = 1 << 20
+WRITE_THREADS = 4
+MAX_PENDING = 64  # writes handed over and not yet done (about 64 small files of memory)
+
+
 class Writer:
     """Writes members under TOP (a fresh staging folder) and nowhere else.
 
     Files and folders are written as they stream in; links are created only at the
-    end, so no member is ever written through a link, and each created link is then
-    resolved on disk to prove it stays inside TOP.
+    end, once every file is on disk, so no member is ever written through a link, and
+    each created link is then resolved on disk to prove it stays inside TOP.  Use as a
+    context manager: leaving it (also by an exception) stops the writer threads.
     """
 
-    def __init__(self, top: Path, *, budget: int | None = None, on_bytes=None) -> None:
+    def __init__(self, top: Path, *, budget: int | None = None) -> None:
         self.top = top
         self.budget = budget  # bytes the disk can still take; None = unchecked
         self.written = 0
         self.files = 0
         self._made: set[str] = set()
         self._links: list[Member] = []
-        self._on_bytes = on_bytes or (lambda n: None)
+        self._pool = None
+        self._pending: deque = deque()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _path(self, name: str) -> Path:
         path = self.top / name
@@ -403,38 +421,57 @@ class Writer:
         """Write MEMBER from DATA; stop at one byte past its declared size."""
         path = self._path(member.name)
         self._dir(member.name.rpartition("/")[0])
-        try:  # not `with _disk`: a Ctrl-C as it exits would strand the open file
-            out = create_file(path, executable=bool(member.mode & 0o100))
-        except OSError as error:
-            _disk_error(member.name, error)
-        with out:
-            size = 0
-            for piece in data:
-                size += len(piece)
-                if size > member.size:
-                    raise Refused(
-                        f"member {shown(member.name)} is larger than the "
-                        f"{member.size:,} bytes it declares"
-                    )
-                if self.budget is not None and self.written + len(piece) > self.budget:
-                    # What the disk would say a little later, said before filling it.
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                with _disk(member.name):
-                    write_all(out, piece)
-                self.written += len(piece)
-                self._on_bytes(len(piece))
+        executable = bool(member.mode & 0o100)
+        if member.size <= SMALL_MEMBER:
+            pieces = list(self._counted(member, data))  # every check passes first
+            self._hand_over(path, pieces, executable, member.name)
+        else:
+            _write_member(path, self._counted(member, data), executable, member.name)
+        self.files += 1
+
+    def _counted(
+        self, member: Member, data: Iterator[memoryview | bytes]
+    ) -> Iterator[memoryview | bytes]:
+        """DATA, with its size held to what MEMBER declares and to the free disk."""
+        size = 0
+        for piece in data:
+            size += len(piece)
+            if size > member.size:
+                raise Refused(
+                    f"member {shown(member.name)} is larger than the "
+                    f"{member.size:,} bytes it declares"
+                )
+            if self.budget is not None and self.written + len(piece) > self.budget:
+                # What the disk would say a little later, said before filling it.
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(piece)
+            yield piece
         if size != member.size:
             raise Refused(
                 f"member {shown(member.name)} has {size:,} bytes, not the "
                 f"{member.size:,} it declares (truncated or corrupt)"
             )
-        self.files += 1
+
+    def _hand_over(self, path: Path, pieces: list, executable: bool, name: str) -> None:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="colabmagic-write")
+        self._pending.append(self._pool.submit(_write_member, path, pieces, executable, name))
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft().result()  # a write's error surfaces here, in order
+
+    def drain(self) -> None:
+        """Wait for every handed-over write; raise the first error among them."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def link(self, member: Member) -> None:
         self._links.append(member)
 
     def finish(self) -> None:
         """Create the links, then prove on disk that each one resolves inside TOP."""
+        self.drain()
         top = os.path.realpath(self.top)
         for member in self._links:
             path = self._path(member.name)
@@ -453,6 +490,19 @@ class Writer:
                         f"member {shown(member.name)} links to {shown(member.target)}, "
                         "which resolves outside the target folder"
                     )
+
+
+def _write_member(
+    path: Path, pieces: Iterable[memoryview | bytes], executable: bool, name: str
+) -> None:
+    try:  # not `with _disk`: a Ctrl-C as it exits would strand the open file
+        out = create_file(path, executable=executable)
+    except OSError as error:
+        _disk_error(name, error)
+    with out:
+        for piece in pieces:
+            with _disk(name):
+                write_all(out, piece)
 
 
 def create_file(path: Path, *, executable: bool = False) -> io.FileIO:

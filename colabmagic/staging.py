@@ -497,7 +497,7 @@ def _unpack(
                 expanded = _ratio_capped(expanded, reader.size, source)
             chunks = cleanup.enter_context(closing(prefetch(expanded)))
         stream = archives.Stream(chunks)
-        writer = archives.Writer(work, budget=free)
+        writer = cleanup.enter_context(archives.Writer(work, budget=free))
         shown = 0
 
         def tick() -> None:
