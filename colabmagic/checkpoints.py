@@ -514,7 +514,7 @@ class Mirror:
                 _remove_quietly(partial)
                 return False  # deleted by the training code (checkpoint rotation)
             raise
-        except OSError:
+        except BaseException:  # Drive gone, or Ctrl-C: no half upload stays behind
             _remove_quietly(partial)
             raise
         if (after.st_size, after.st_mtime_ns) != state:

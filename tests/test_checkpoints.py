@@ -386,3 +386,32 @@ def test_over_the_simulated_drive_resume_waits_out_a_failing_drive(tmp_path, wor
         finally:
             checkpoints.stop_all_mirrors()
             drive.use_root(None)
+
+
+@pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
+def test_ctrl_c_during_an_upload_leaves_nothing_that_looks_complete(tmp_path, workdir):
+    import signal
+    import threading
+
+    from colabmagic import drive
+
+    (tmp_path / "drive-src" / "MyDrive").mkdir(parents=True)
+    data = os.urandom(8_000_000)  # 2 s at the 4 MB/s below: Ctrl-C comes mid-upload
+    with fakedrive.mount(tmp_path / "drive-src", profile="fast", bandwidth=4e6) as root:
+        drive.use_root(root)
+        try:
+            mirror = start_mirror("ckpt", "My Drive/run")
+            write(workdir / "ckpt" / "epoch=1-step=10.ckpt", data, T)
+            mirror.sync_now()  # seen once; the next scan uploads it
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                mirror.sync_now()
+                time.sleep(10)  # not reached unless the upload beat the signal
+            run = root / "MyDrive" / "run"
+            assert os.listdir(run) == []  # neither the checkpoint nor its .partial
+            assert colabmagic.latest_checkpoint(run) is None
+            assert mirror.sync_now() == 1  # the next sync completes normally
+            assert (run / "epoch=1-step=10.ckpt").read_bytes() == data
+        finally:
+            checkpoints.stop_all_mirrors()
+            drive.use_root(None)
