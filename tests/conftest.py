@@ -65,3 +65,21 @@ def tree(folder: Path) -> dict[str, bytes | str]:
             elif path.is_file():
                 found[rel] = path.read_bytes()
     return found
+
+
+def contents(folder: Path, *, sizes: bool = False) -> dict[str, object]:
+    """Everything under FOLDER but colabmagic's state: each file's bytes (or size, with
+    SIZES), each link as 'link:target', each folder as 'dir'."""
+    found: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != ".colabmagic"]
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                found[rel] = "link:" + os.readlink(path)
+            elif path.is_dir():
+                found[rel] = "dir"
+            else:
+                found[rel] = path.stat().st_size if sizes else path.read_bytes()
+    return found

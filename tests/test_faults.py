@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import contents
 from IPython.core.error import UsageError
 
 import colabmagic
@@ -78,23 +79,6 @@ def user_folder(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "sentinel.txt").write_bytes(b"the user's own work")
     return path
-
-
-def contents(folder: Path) -> dict[str, bytes | str]:
-    """Everything under FOLDER but colabmagic's state: files' bytes, links, folders."""
-    found: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if d != ".colabmagic"]
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                found[rel] = "dir"
-            else:
-                found[rel] = path.read_bytes()
-    return found
 
 
 def expected(files: dict[str, bytes]) -> dict[str, bytes | str]:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, tree
+from conftest import SHARED, contents, tree
 from IPython.core.error import UsageError
 
 import colabmagic
@@ -80,23 +80,6 @@ def declared_format(name: str) -> str:
     return "tar" if name.endswith(".bz2") else "zip"  # .notzip, exe_with_z64
 
 
-def snapshot(folder: Path) -> dict[str, object]:
-    """Everything under FOLDER but colabmagic's own state folder, with sizes and modes."""
-    found: dict[str, object] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if d != ".colabmagic"]
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                found[rel] = "dir"
-            else:
-                found[rel] = path.stat().st_size
-    return found
-
-
 def stage_with(twin: str, ip, archive: Path, target: Path, fmt: str) -> str | None:
     """Stage ARCHIVE into TARGET through TWIN; the refusal message, or None if staged."""
     try:
@@ -131,7 +114,7 @@ def test_hostile_archive_gets_its_manifest_outcome(ip, tmp_path, capsys, row, tw
     assert (target / "sentinel.txt").read_bytes() == b"the user's own work"
     leftovers = [n for n in os.listdir(target / ".colabmagic") if n.startswith(("tmp-", "trash-"))]
     assert leftovers == []
-    staged = {k: v for k, v in snapshot(target).items() if k != "sentinel.txt"}
+    staged = {k: v for k, v in contents(target, sizes=True).items() if k != "sentinel.txt"}
     if row["outcome"] == "refuse":
         assert refusal is not None, f"{name} should have been refused"
         assert "\n" not in refusal
