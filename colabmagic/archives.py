@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import struct
 import unicodedata
@@ -86,7 +87,7 @@ def _name_problem(raw: str) -> str | None:
         return "has an empty name"
     if "\x00" in raw:
         return "has a NUL character in its name"
-    if any(_is_control(c) for c in raw):
+    if _CONTROL.search(raw):
         return "has a control character in its name"
     if "\\" in raw:
         return "has a backslash in its name"
@@ -101,17 +102,10 @@ def _name_problem(raw: str) -> str | None:
     return None
 
 
-def _is_control(c: str) -> bool:
-    """C0 and C1 controls, line separators and bidi overrides: they break one-line
-    messages and terminals, and make one name display as another."""
-    o = ord(c)
-    return (
-        o < 32
-        or 127 <= o < 160
-        or o in (0x2028, 0x2029)
-        or 0x202A <= o <= 0x202E
-        or (0x2066 <= o <= 0x2069)
-    )
+# C0 and C1 controls, line separators and bidi overrides: they break one-line messages
+# and terminals, and make one name display as another.  One compiled class: a name is
+# checked in C, not a character at a time in Python (10,000 members per archive).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _inside(link_name: str, target: str) -> bool:
