@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from . import interrupts
 from .errors import ColabMagicError
 
 MAX_NAME_BYTES = 4096  # PATH_MAX: longer names are a bomb, not a dataset
@@ -413,6 +414,7 @@ class Writer:
 
     def file(self, member: Member, data: Iterator[memoryview | bytes]) -> None:
         """Write MEMBER from DATA; stop at one byte past its declared size."""
+        interrupts.check()
         path = self._path(member.name)
         self._dir(member.name.rpartition("/")[0])
         executable = bool(member.mode & 0o100)
@@ -453,12 +455,12 @@ class Writer:
             self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="colabmagic-write")
         self._pending.append(self._pool.submit(_write_member, path, pieces, executable, name))
         if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft().result()  # a write's error surfaces here, in order
+            interrupts.result(self._pending.popleft())  # a write's error surfaces here
 
     def drain(self) -> None:
         """Wait for every handed-over write; raise the first error among them."""
         while self._pending:
-            self._pending.popleft().result()
+            interrupts.result(self._pending.popleft())
 
     def link(self, member: Member) -> None:
         self._links.append(member)

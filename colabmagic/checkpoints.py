@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drive
+from . import drive, interrupts
 from .errors import ColabMagicError
 from .results import Result, count, duration, size
 
@@ -580,7 +580,8 @@ class Mirror:
                 raise
 
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="colabmagic-resume") as pool:
-            list(pool.map(fetch, jobs))
+            for copied in [pool.submit(fetch, job) for job in jobs]:
+                interrupts.result(copied)
         return len(jobs)
 
     def start(self) -> None:
@@ -601,11 +602,12 @@ class Mirror:
         """End the thread, then sync twice, a short settle apart, so that files
         written just before are copied once they hold still."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(interrupts.POLL)
+            interrupts.check()
         self.sync_now()
         if self.pending:
-            time.sleep(min(self.every, 0.5))
+            interrupts.sleep(min(self.every, 0.5))
             self.sync_now()
 
     def state(self) -> MirrorState:
@@ -657,6 +659,7 @@ def mirror_status() -> MirrorStatus:
     return MirrorStatus(tuple(m.state() for m in mirrors))
 
 
+@interrupts.deferred()
 def stop_mirror(local: str | os.PathLike | None = None) -> MirrorStatus:
     """Stop the mirror of LOCAL (None: every mirror), after a final sync."""
     with _mirrors_lock:
@@ -740,6 +743,7 @@ def link_checkpoints(
     return _link(local_path, drive_path, keep, force)
 
 
+@interrupts.deferred()  # after drive.to_path: mounting Drive must stay interruptible
 def _link(local: Path, drive_dir: Path, keep: int | None, force: bool) -> CheckpointLink:
     warnings = []
     moved = 0
@@ -861,6 +865,7 @@ def _prune_or_fail(drive_dir: Path, keep: int | None) -> list[Path]:
         raise ColabMagicError(f"pruning old checkpoints in Drive failed: {error}") from None
 
 
+@interrupts.deferred()
 def _start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -> CheckpointLink:
     with _mirrors_lock:
         running = _mirrors.get(local)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import drive
+from . import drive, interrupts
 from .errors import ColabMagicError
 from .results import Result, count, duration, size
 
@@ -288,7 +288,19 @@ def pack(
         raise ColabMagicError(
             "--compress deflate needs --format zip: tar stores members as they are"
         )
+    return _pack(source, plan, compress, workers, force, quiet, started)
 
+
+@interrupts.deferred()  # after the paths are resolved: mounting Drive stays interruptible
+def _pack(
+    source: Path,
+    plan: _Plan,
+    compress: str,
+    workers: int,
+    force: bool,
+    quiet: bool,
+    started: float,
+) -> PackResult:
     try:
         entries, odd = _scan(source, workers)
         log.debug("listed %d entries in %.2f s", len(entries), time.monotonic() - started)
@@ -458,7 +470,9 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
         level = [(source, source.name)]
         while level:
             below = []
-            for (path, arc), items in zip(level, pool.map(list_dir, level), strict=True):
+            listings = [pool.submit(list_dir, folder) for folder in level]
+            for (path, arc), listed in zip(level, listings, strict=True):
+                items = interrupts.result(listed)
                 if not items and path != source:
                     entries.append(_Entry(arc + "/", path, 0, 0, 0o40755))
                 for item_path, name, is_dir in items:
@@ -468,7 +482,8 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
                         others.append((item_path, f"{arc}/{name}"))
             level = below
         chunks = [others[i : i + 256] for i in range(0, len(others), 256)]
-        for chunk in pool.map(stat_all, chunks):
+        for stated in [pool.submit(stat_all, chunk) for chunk in chunks]:
+            chunk = interrupts.result(stated)
             for path, name, st in chunk:
                 if st is None:
                     left_out.append(name + " (vanished, or a broken link)")
@@ -683,7 +698,7 @@ class _Reader:
         self._fill()
         while self.queue:
             entry, future = self.queue[0]
-            loaded = future.result() if future is not None else None
+            loaded = interrupts.result(future) if future is not None else None
             self.queue.popleft()
             if future is not None:
                 self.ahead -= min(entry.size, SMALL_FILE)
@@ -1012,7 +1027,7 @@ def _build_and_publish(
         counts["stored"] += writer.stored
         counts["deflated"] += writer.deflated
         if upload is not None:
-            upload.result()  # one archive in flight to Drive at a time
+            interrupts.result(upload)  # one archive in flight to Drive at a time
         final = plan.archive if plan.archive is not None else plan.shard(len(archives))
         archives.append(final)
         return uploader.submit(publish, writer, final)
@@ -1036,7 +1051,7 @@ def _build_and_publish(
                 if counts["files"] % 64 == 0 or counts["files"] == n_files:
                     bar.set_postfix(files=f"{counts['files']:,}/{n_files:,}", refresh=False)
         log.debug("read and built %d files in %.2f s", n_files, time.monotonic() - started)
-        finish(writer, upload).result()
+        interrupts.result(finish(writer, upload))
 
         step = "renaming into place"
         if previous is not None:

@@ -14,10 +14,10 @@ import errno
 import io
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from . import interrupts
 from .errors import ColabMagicError
 
 CHUNK = 1 << 20  # 1 MiB per read(): few syscalls, and the kernel fans it out to FUSE
@@ -81,7 +81,7 @@ class SourceFile:
                         f"after {self.retries} retries: Drive dropped the connection; "
                         "run it again (it resumes cleanly) or %drive --remount"
                     ) from None
-                time.sleep(backoff(attempt))
+                interrupts.sleep(backoff(attempt))
                 attempt += 1
 
     def pread(self, offset: int, size: int) -> bytes:
@@ -146,7 +146,11 @@ def prefetch(items: Iterable[bytes], depth: int = 16) -> Iterator[bytes]:
         try:
             thread.start()
             while True:
-                item = handoff.get()
+                try:
+                    item = handoff.get(timeout=interrupts.POLL)
+                except queue.Empty:
+                    interrupts.check()
+                    continue
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drive
+from . import drive, interrupts
 from .errors import ColabMagicError
 from .results import StageResult, size
 
@@ -79,7 +79,7 @@ def stage(
     # A glob is one unit: its matches (WebDataset shards, say) may share a top-level
     # folder, so they are unpacked into one work folder and moved into place together.
     label = Path(os.path.abspath(drive.to_path(text))) if glob.has_magic(text) else sources[0]
-    with _locked(dest):
+    with interrupts.deferred(), _locked(dest):
         return _stage_sources(sources, label, dest, options)
 
 
@@ -143,15 +143,11 @@ class _locked:
         self.state = dest / STATE_DIR
 
     def __enter__(self) -> None:
-        import fcntl
-
         self.state.mkdir(exist_ok=True)
         # A file object, not a raw descriptor: see archives.create_file.
         self.file = open(self.state / "lock", "ab", buffering=0)  # noqa: SIM115
         try:
-            try:
-                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(self.file.fileno()):
                 import sys
 
                 print(
@@ -159,7 +155,9 @@ class _locked:
                     "waiting for it",
                     file=sys.stderr,
                 )
-                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+                while not _try_lock(self.file.fileno()):
+                    time.sleep(interrupts.POLL)
+                    interrupts.check()
             _clear_leftovers(self.state)
         except BaseException:
             # Ctrl-C while waiting or clearing: a leaked descriptor would hold the lock,
@@ -169,6 +167,16 @@ class _locked:
 
     def __exit__(self, *exc: object) -> None:
         self.file.close()  # closing releases the flock
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _clear_leftovers(state: Path) -> None:
@@ -345,6 +353,7 @@ def _move_into_place(work: Path, dest: Path, names: list[str]) -> None:
     trash = None
     try:
         for name in names:
+            interrupts.check()  # the marker's journal lets the next run finish the rest
             target = dest / name
             if not os.path.lexists(target):
                 os.rename(work / name, target)
@@ -656,7 +665,8 @@ def _copy_folder(source: Path, work: Path, options: _Options, check_top, total: 
 
     pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
     try:
-        for n in pool.map(copy, files):
+        for future in [pool.submit(copy, rel) for rel in files]:
+            n = interrupts.result(future)
             copied += n
             done += 1
             progress.update(n)

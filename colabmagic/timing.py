@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import drive
+from . import drive, interrupts
 from .errors import ColabMagicError
 from .results import Result, count, duration, size
 
@@ -220,31 +220,32 @@ def timeread(
         raise ColabMagicError("--workers must be 1 or more")
     text = "My Drive" if path is None else os.fspath(path)
     top = drive.resolve(text)
-    started = time.perf_counter()
-    entries = _list_files(top)
-    list_s = time.perf_counter() - started
-    if not entries:
-        raise ColabMagicError(f'"{text}" holds no files to read')
-    local_dir = _local_dir(local)
-    plan = plan_sample(entries, files, seed=seed)
-    warnings: list[str] = []
+    with interrupts.deferred():  # after resolve: mounting Drive must stay interruptible
+        started = time.perf_counter()
+        entries = _list_files(top)
+        list_s = time.perf_counter() - started
+        if not entries:
+            raise ColabMagicError(f'"{text}" holds no files to read')
+        local_dir = _local_dir(local)
+        plan = plan_sample(entries, files, seed=seed)
+        warnings: list[str] = []
 
-    from .progress import bar
+        from .progress import bar
 
-    with bar(None, "timeread", quiet=quiet) as progress:
-        m = _measure(plan, workers, local_dir, progress, warnings)
-    seconds = time.perf_counter() - started
+        with bar(None, "timeread", quiet=quiet) as progress:
+            m = _measure(plan, workers, local_dir, progress, warnings)
+        seconds = time.perf_counter() - started
 
-    return _summarise(
-        m,
-        text=text,
-        top=top,
-        entries=entries,
-        workers=workers,
-        list_s=list_s if top.is_dir() else None,
-        seconds=seconds,
-        warnings=warnings,
-    )
+        return _summarise(
+            m,
+            text=text,
+            top=top,
+            entries=entries,
+            workers=workers,
+            list_s=list_s if top.is_dir() else None,
+            seconds=seconds,
+            warnings=warnings,
+        )
 
 
 def plan_sample(entries: list[tuple[Path, int]], files: int, *, seed: int = 0) -> Plan:
@@ -293,6 +294,7 @@ def _measure(
     buf = bytearray(CHUNK)
 
     def read(path: Path, limit: int | None = None) -> _Read | None:
+        interrupts.check()
         try:
             r = _read_file(path, buf, limit)
         except OSError as error:
@@ -428,7 +430,7 @@ def _read_parallel(
 
     inflight = min(workers, len(paths))
     with ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="timeread") as pool:
-        results = [f.result() for f in [pool.submit(work) for _ in range(inflight)]]
+        results = [interrupts.result(f) for f in [pool.submit(work) for _ in range(inflight)]]
     reads = [r for done, _ in results for r in done]
     failed = [x for _, bad in results for x in bad]
     return reads, inflight, failed

@@ -384,6 +384,23 @@ def test_ctrl_c_at_any_moment_loses_nothing(wide_archives, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["wide.zip", "wide.tar.gz"])
+def test_ctrl_c_at_random_moments_never_hangs(wide_archives, tmp_path, name):
+    """Before presses were held for safe points (colabmagic.interrupts), a press could
+    land inside ThreadPoolExecutor.submit, between a Condition's lock being taken and
+    the `with` that releases it; the writer threads then waited on that lock for ever
+    and the stage hung (pytest's timeout ends such a hang)."""
+    source, files = wide_archives[name]
+    took = timed(lambda: colabmagic.stage(source, tmp_path / "timing", quiet=True))
+    rng = random.Random(name)
+    for i in range(12):
+        target = user_folder(tmp_path / f"t{i}")
+        stage_with_ctrl_c(after(took * rng.random()), source, target, quiet=True)
+        check_after_ctrl_c(target, files, source)
+        colabmagic.stage(source, target, quiet=True)
+        assert contents(target) == expected(files)
+
+
+@pytest.mark.parametrize("name", ["wide.zip", "wide.tar.gz"])
 def test_ctrl_c_while_entries_are_moved_into_place(wide_archives, tmp_path, name):
     source, files = wide_archives[name]
     target = user_folder(tmp_path / "target")

@@ -1,0 +1,100 @@
+"""Ctrl-C, taken only where stopping is safe.
+
+Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives: after
+a lock inside `threading.Condition.__enter__` is taken but before the `with` that
+would release it exists, between a thread pool's bookkeeping steps, inside a weakref
+callback (where it is dropped).  A stranded lock is one a writer thread then waits on
+for ever, and the kernel hangs while joining it (seen: a stage of a tar.gz, interrupted
+inside `ThreadPoolExecutor.submit`).  So while colabmagic works, a press is only
+noted; `check()`, called between chunks, members, files and renames, hands it to the
+handler that was there before, which raises KeyboardInterrupt as the user expects.
+Blocking waits in the main thread poll with a short timeout so that a press is
+taken within about 0.1 s.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+POLL = 0.1  # seconds between checks while the main thread waits
+
+_previous: Callable[[int, Any], Any] | None = None  # the handler we stand in for
+_pressed = False
+
+
+def _note(signum: int, frame: object) -> None:
+    global _pressed
+    _pressed = True
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the next `check()` for the duration of the block.
+
+    Only in the main thread (the only one Python delivers signals to), only when the
+    handler in place is a Python callable (not SIG_IGN or SIG_DFL), and only once:
+    nested blocks share the outer one.  A press left over when the block ends
+    normally is delivered then; one that comes with an exception already on its way
+    out is dropped, the exception being what the user needs to see.
+    """
+    global _previous, _pressed
+    current = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
+    if _previous is not None or not callable(current):
+        yield
+        return
+    _previous, _pressed = current, False
+    signal.signal(signal.SIGINT, _note)
+    try:
+        yield
+    except BaseException:
+        _release()
+        raise
+    previous, pressed = _release()
+    if pressed:
+        previous(signal.SIGINT, sys._getframe(0))
+
+
+def _release() -> tuple[Callable[[int, Any], Any], bool]:
+    global _previous, _pressed
+    previous, _previous = _previous, None
+    assert previous is not None
+    signal.signal(signal.SIGINT, previous)  # from here on a press goes to it directly
+    pressed, _pressed = _pressed, False
+    return previous, pressed
+
+
+def check() -> None:
+    """Deliver a held Ctrl-C here, if there is one (main thread only)."""
+    global _pressed
+    if _pressed and _previous is not None and _in_main_thread():
+        _pressed = False
+        _previous(signal.SIGINT, sys._getframe(1))
+
+
+def result(future: Any) -> Any:
+    """FUTURE's result, waited for in short steps so that a held Ctrl-C gets in."""
+    from concurrent.futures import TimeoutError as Pending  # not the builtin before 3.11
+
+    while True:
+        try:
+            return future.result(timeout=POLL)
+        except Pending:
+            check()
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep(SECONDS), taking a held Ctrl-C within POLL."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, POLL))
+        check()
