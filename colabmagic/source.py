@@ -3,7 +3,7 @@
 DriveFS serves a sequential reader at its full bandwidth, and drops with EIO or
 ENOTCONN on long reads (colabtools #3441).  `SourceFile` re-opens and resumes at the
 same offset a few times with back-off before it gives up with one clear line.
-`prefetch` runs a chunk iterator in a thread so that reading from Drive overlaps
+`Prefetch` runs a chunk iterator in a thread so that reading from Drive overlaps
 with unpacking in the caller.
 """
 
@@ -105,60 +105,77 @@ class _Done:
 _DONE = _Done()
 
 
-def prefetch(items: Iterable[bytes], depth: int = 16) -> Iterator[bytes]:
-    """Iterate ITEMS in a background thread, at most DEPTH ahead of the caller.
+class Prefetch:
+    """Iterate ITEMS in a background thread, at most DEPTH items ahead of the caller.
 
-    Exceptions in the thread surface in the caller; closing the returned generator
-    (or an exception in the caller) stops the thread promptly.
+    The thread starts at once, so reading overlaps with whatever the caller does
+    before its first `next()` (reading a zip's index, say).  Exceptions in the thread
+    surface in the caller; `close()` (also as a context manager, or via
+    `contextlib.closing`) stops the thread and waits for it, however far it got.
     """
-    import queue
 
-    handoff: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    def __init__(self, items: Iterable[bytes], depth: int = 16) -> None:
+        import queue
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._items = items
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, name="colabmagic-read", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        import queue
+
+        while not self._stop.is_set():
             try:
-                handoff.put(item, timeout=0.1)
+                self._queue.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def work() -> None:
+    def _work(self) -> None:
         try:
-            for item in items:
-                if not put(item):
+            for item in self._items:
+                if not self._put(item):
                     return
-            put(_DONE)
+            self._put(_DONE)
         except BaseException as error:  # handed to the caller, who re-raises it
-            put(error)
+            self._put(error)
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=work, name="colabmagic-read", daemon=True)
+    def __iter__(self) -> Prefetch:
+        return self
 
-    def consume() -> Iterator[bytes]:
-        # The thread starts on the first next(), not before: a generator closed before
-        # it ever ran skips its finally, and would leave a thread reading forever.
-        try:
-            thread.start()
-            while True:
-                try:
-                    item = handoff.get(timeout=interrupts.POLL)
-                except queue.Empty:
-                    interrupts.check()
-                    continue
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            if thread.ident is not None:
-                thread.join()
+    def __next__(self) -> bytes:
+        import queue
 
-    return consume()
+        while not self._finished:
+            try:
+                item = self._queue.get(timeout=interrupts.POLL)
+            except queue.Empty:
+                interrupts.check()
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            return item
+        self._finished = True
+        raise StopIteration
+
+    def close(self) -> None:
+        self._finished = True
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

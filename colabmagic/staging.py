@@ -455,7 +455,7 @@ def _unpack(
     from . import archives
     from .archives import create_file, write_all
     from .progress import bar
-    from .source import SourceFile, prefetch
+    from .source import Prefetch, SourceFile
 
     outcome = _Outcome()
     digest = hashlib.sha256()
@@ -468,6 +468,7 @@ def _unpack(
         keep = None
         if options.keep_archive:
             check_top(source.name)
+            _preflight(work, reader.size)  # the copy is written from the first chunk on
             keep = cleanup.enter_context(create_file(work / source.name))
 
         def raw_chunks():
@@ -481,8 +482,15 @@ def _unpack(
                 yield chunk
 
         kept = reader.size if keep is not None else 0
+        # Reading starts now: the zip index below is read and vetted while the first
+        # chunks arrive, instead of before.
+        chunks = cleanup.enter_context(Prefetch(raw_chunks()))
         if kind == "zip":
-            index = archives.read_zip_index(reader.size, reader.pread)
+            tail = SourceFile(source, retries=options.retries)  # its own descriptor
+            try:
+                index = archives.read_zip_index(tail.size, tail.pread)
+            finally:
+                tail.close()
             _check_ratio(index.plan.declared, reader.size, source, options)
             free = _preflight(work, index.plan.declared + kept)
             for name in index.plan.top:
@@ -499,12 +507,11 @@ def _unpack(
         progress = cleanup.enter_context(
             closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
         )
-        chunks = cleanup.enter_context(closing(prefetch(raw_chunks())))
         if compression:
             expanded = archives.decompressed(chunks, compression)
             if not options.allow_ratio:
                 expanded = _ratio_capped(expanded, reader.size, source)
-            chunks = cleanup.enter_context(closing(prefetch(expanded)))
+            chunks = cleanup.enter_context(Prefetch(expanded))
         stream = archives.Stream(chunks)
         writer = cleanup.enter_context(archives.Writer(work, budget=free))
         shown = 0
@@ -610,7 +617,7 @@ def _copy_file(source: Path, work: Path, options: _Options, check_top) -> _Outco
 
     from .archives import create_file, write_all
     from .progress import bar
-    from .source import SourceFile, prefetch
+    from .source import Prefetch, SourceFile
 
     check_top(source.name)
     digest = hashlib.sha256()
@@ -623,7 +630,7 @@ def _copy_file(source: Path, work: Path, options: _Options, check_top) -> _Outco
         progress = cleanup.enter_context(
             closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
         )
-        for chunk in cleanup.enter_context(closing(prefetch(reader.chunks()))):
+        for chunk in cleanup.enter_context(Prefetch(reader.chunks())):
             digest.update(chunk)
             write_all(out, chunk)
             written += len(chunk)
