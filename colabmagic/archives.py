@@ -366,10 +366,14 @@ def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
 
 # Members up to this size are checked whole (size, CRC) by the unpacking thread and
 # then written by WRITE_THREADS threads: creating thousands of small files is where a
-# throttled local disk makes the unpacker, and so the read from Drive, wait.
+# throttled local disk makes the unpacker, and so the read from Drive, wait.  They go
+# over in batches: one hand-over per file cost more (futures, locks, thread switches)
+# than the file's own bytes.
 SMALL_MEMBER = 1 << 20
 WRITE_THREADS = 4
-MAX_PENDING = 64  # writes handed over and not yet done (about 64 small files of memory)
+BATCH_FILES = 32  # a batch is handed over at this many files...
+BATCH_BYTES = 4 << 20  # ...or this many bytes, whichever comes first
+MAX_PENDING = 8  # batches handed over and not yet written (at most 32 MiB of memory)
 
 
 class Writer:
@@ -390,6 +394,8 @@ class Writer:
         self._links: list[Member] = []
         self._pool = None
         self._pending: deque = deque()
+        self._batch: list[tuple[Path, list, bool, str]] = []
+        self._batch_bytes = 0
 
     def __enter__(self) -> Writer:
         return self
@@ -450,16 +456,27 @@ class Writer:
             )
 
     def _hand_over(self, path: Path, pieces: list, executable: bool, name: str) -> None:
+        self._batch.append((path, pieces, executable, name))
+        self._batch_bytes += sum(len(p) for p in pieces)
+        if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self._send_batch()
+
+    def _send_batch(self) -> None:
+        if not self._batch:
+            return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="colabmagic-write")
-        self._pending.append(self._pool.submit(_write_member, path, pieces, executable, name))
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._pending.append(self._pool.submit(_write_batch, batch))
         if len(self._pending) >= MAX_PENDING:
             interrupts.result(self._pending.popleft())  # a write's error surfaces here
 
     def drain(self) -> None:
-        """Wait for every handed-over write; raise the first error among them."""
+        """Write what is still batched, wait for every handed-over write; raise the
+        first error among them."""
+        self._send_batch()
         while self._pending:
             interrupts.result(self._pending.popleft())
 
@@ -487,6 +504,11 @@ class Writer:
                         f"member {shown(member.name)} links to {shown(member.target)}, "
                         "which resolves outside the target folder"
                     )
+
+
+def _write_batch(batch: list[tuple[Path, list, bool, str]]) -> None:
+    for path, pieces, executable, name in batch:
+        _write_member(path, pieces, executable, name)
 
 
 def _write_member(
