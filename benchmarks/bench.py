@@ -169,6 +169,8 @@ def measure(case: Case, root: Path, local: Path, pairs: int, drop_caches: bool) 
         "baseline": case.theirs,
         "ratios": [round(r, 4) for r in ratios],
         # For diagnosis only; the table shows ratios.
+        "colabmagic_s": [round(t, 3) for t in ours],
+        "baseline_s": [round(t, 3) for t in theirs],
         "colabmagic_s_median": round(statistics.median(ours), 3),
         "baseline_s_median": round(statistics.median(theirs), 3),
         "colabmagic_peak_rss_mb": round(max(rss), 1),
