@@ -41,3 +41,8 @@ def test_benchmark_writes_every_case(tmp_path):
     assert (doc["profile"], doc["files"]) == ("fast", 200)
     table = done.stdout.splitlines()
     assert {line.split()[0] for line in table if line.split()} >= CASES  # one row per case
+    cases = doc["cases"]
+    floor = cases["S1f"]["baseline_s_median"] / cases["S1"]["baseline_s_median"]
+    assert doc["s1_floor"] == pytest.approx(floor, abs=1e-4)
+    assert any(line.startswith("floor") for line in table)
+    assert len(cases["S1"]["colabmagic_s"]) == len(cases["S1"]["baseline_s"]) == 1
