@@ -9,7 +9,8 @@ inside `ThreadPoolExecutor.submit`).  So while colabmagic works, a press is only
 noted; `check()`, called between chunks, members, files and renames, hands it to the
 handler that was there before, which raises KeyboardInterrupt as the user expects.
 Blocking waits in the main thread poll with a short timeout so that a press is
-taken within about 0.1 s.
+taken within about 0.1 s.  A second press is not held: it is delivered at once, so
+that a wait which cannot end (a Drive read that hangs) can still be broken.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ from typing import Any
 POLL = 0.1  # seconds between checks while the main thread waits
 
 _previous: Callable[[int, Any], Any] | None = None  # the handler we stand in for
-_pressed = False
+_pressed = False  # a press is waiting for check()
+_taken = False  # a press was delivered; its KeyboardInterrupt is on its way out
 
 
-def _note(signum: int, frame: object) -> None:
+def _note(signum: int, frame: Any) -> None:
     global _pressed
+    if (_pressed or _taken) and _previous is not None:
+        # A second press, while the first waits or while its clean-up does (joining a
+        # thread stuck in a Drive read that never returns, say): the user means it.
+        _previous(signum, frame)
     _pressed = True
 
 
@@ -47,13 +53,16 @@ def deferred() -> Iterator[None]:
     normally is delivered then; one that comes with an exception already on its way
     out is dropped, the exception being what the user needs to see.
     """
-    global _previous, _pressed
+    global _previous, _pressed, _taken
     current = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
     if _previous is not None or not callable(current):
         yield
         return
-    _previous, _pressed = current, False
+    _pressed = _taken = False
+    # _note first, then _previous: signal.signal() runs a pending handler before it
+    # returns, and a KeyboardInterrupt from it must not leave _previous set for good.
     signal.signal(signal.SIGINT, _note)
+    _previous = current
     try:
         yield
     except BaseException:
@@ -65,31 +74,31 @@ def deferred() -> Iterator[None]:
 
 
 def _release() -> tuple[Callable[[int, Any], Any], bool]:
-    global _previous, _pressed
+    global _previous, _pressed, _taken
     previous, _previous = _previous, None
     assert previous is not None
     signal.signal(signal.SIGINT, previous)  # from here on a press goes to it directly
-    pressed, _pressed = _pressed, False
+    pressed, _pressed, _taken = _pressed, False, False
     return previous, pressed
 
 
 def check() -> None:
     """Deliver a held Ctrl-C here, if there is one (main thread only)."""
-    global _pressed
+    global _pressed, _taken
     if _pressed and _previous is not None and _in_main_thread():
-        _pressed = False
+        _pressed, _taken = False, True
         _previous(signal.SIGINT, sys._getframe(1))
 
 
 def result(future: Any) -> Any:
     """FUTURE's result, waited for in short steps so that a held Ctrl-C gets in."""
-    from concurrent.futures import TimeoutError as Pending  # not the builtin before 3.11
+    from concurrent.futures import wait
 
-    while True:
-        try:
-            return future.result(timeout=POLL)
-        except Pending:
-            check()
+    # Not result(timeout=...): its "still running" is TimeoutError, which is also what
+    # a job failing with ETIMEDOUT raises, and that would be waited on for ever.
+    while not wait([future], timeout=POLL).done:
+        check()
+    return future.result()
 
 
 def sleep(seconds: float) -> None:

@@ -136,3 +136,43 @@ def test_sleep_takes_the_press_before_the_time_is_up():
         interrupts.sleep(3600)
         slept.append(True)
     assert slept == []
+
+
+def test_a_second_press_breaks_a_wait_that_never_checks():
+    """Joining a thread stuck in a read that never returns cannot check(); the user's
+    second press must still get out."""
+    release, finished = threading.Event(), threading.Event()
+
+    def read_that_hangs():
+        release.wait()
+        finished.set()
+
+    stuck = threading.Thread(target=read_that_hangs, daemon=True)
+    stuck.start()
+
+    def press_twice():
+        press()
+        time.sleep(0.2)
+        press()
+
+    threading.Timer(0.2, press_twice).start()
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        stuck.join()
+    # The wait was broken, not finished.  (Not stuck.is_alive(): Python 3.11 marks a
+    # thread stopped when a KeyboardInterrupt cuts a join() short.)
+    assert not finished.is_set()
+    release.set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert interrupts._previous is None  # the next block holds presses again
+
+
+def test_a_job_that_times_out_is_an_error_not_a_wait():
+    import errno
+
+    def drive_timeout():
+        raise OSError(errno.ETIMEDOUT, "Connection timed out")
+
+    with ThreadPoolExecutor(1) as pool, interrupts.deferred():
+        failed = pool.submit(drive_timeout)
+        with pytest.raises(TimeoutError, match="timed out"):
+            interrupts.result(failed)
