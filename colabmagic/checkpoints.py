@@ -580,8 +580,13 @@ class Mirror:
                 raise
 
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="colabmagic-resume") as pool:
-            for copied in [pool.submit(fetch, job) for job in jobs]:
-                interrupts.result(copied)
+            copies = [pool.submit(fetch, job) for job in jobs]
+            try:
+                for copied in copies:
+                    interrupts.result(copied)
+            except BaseException:  # one copy failed, or Ctrl-C: do not start the rest
+                pool.shutdown(cancel_futures=True)
+                raise
         return len(jobs)
 
     def start(self) -> None:

@@ -466,7 +466,8 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
     entries: list[_Entry] = []
     left_out: list[str] = []
     others: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, 16))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, 16)))
+    try:
         level = [(source, source.name)]
         while level:
             below = []
@@ -493,6 +494,8 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
                     left_out.append(name + " (link to a folder)")
                 else:
                     left_out.append(name)
+    finally:  # on an error or Ctrl-C, listings not started yet are not started
+        pool.shutdown(wait=True, cancel_futures=True)
     entries.sort(key=lambda e: e.arcname)
     return entries, sorted(left_out)
 
