@@ -41,6 +41,14 @@ class SourceFile:
         self._version = (st.st_size, st.st_mtime_ns)
         self._file: io.FileIO | None = None
 
+    def twin(self) -> SourceFile:
+        """Another reader of the same file, with its own descriptor, that refuses the
+        file just as this one does if it changes from the version this one saw."""
+        other = SourceFile.__new__(SourceFile)
+        other.path, other.retries, other.size = self.path, self.retries, self.size
+        other._version, other._file = self._version, None
+        return other
+
     def _open(self) -> int:
         if self._file is None:
             # A file object, not os.open(): a Ctrl-C as the call returns would drop a

@@ -486,13 +486,14 @@ def _unpack(
         # chunks arrive, instead of before.
         chunks = cleanup.enter_context(Prefetch(raw_chunks()))
         if kind == "zip":
-            tail = SourceFile(source, retries=options.retries)  # its own descriptor
+            tail = reader.twin()  # its own descriptor, the same version of the file
             try:
                 index = archives.read_zip_index(tail.size, tail.pread)
             finally:
                 tail.close()
             _check_ratio(index.plan.declared, reader.size, source, options)
-            free = _preflight(work, index.plan.declared + kept)
+            # The part of the kept copy already written is no longer free space.
+            free = _preflight(work, index.plan.declared + kept - read[0])
             for name in index.plan.top:
                 check_top(name)
             if index.cp437_names:
