@@ -580,13 +580,7 @@ class Mirror:
                 raise
 
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="colabmagic-resume") as pool:
-            copies = [pool.submit(fetch, job) for job in jobs]
-            try:
-                for copied in copies:
-                    interrupts.result(copied)
-            except BaseException:  # one copy failed, or Ctrl-C: do not start the rest
-                pool.shutdown(cancel_futures=True)
-                raise
+            list(interrupts.results([pool.submit(fetch, job) for job in jobs]))
         return len(jobs)
 
     def start(self) -> None:

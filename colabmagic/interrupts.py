@@ -101,6 +101,18 @@ def result(future: Any) -> Any:
     return future.result()
 
 
+def results(futures: list[Any]) -> Iterator[Any]:
+    """Each of FUTURES' results in turn, waited for as `result` waits.  On an error or
+    Ctrl-C the futures not started yet are cancelled, as Executor.map does."""
+    try:
+        for future in futures:
+            yield result(future)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
 def sleep(seconds: float) -> None:
     """time.sleep(SECONDS), taking a held Ctrl-C within POLL."""
     deadline = time.monotonic() + seconds

@@ -466,14 +466,12 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
     entries: list[_Entry] = []
     left_out: list[str] = []
     others: list[tuple[str, str]] = []
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, 16)))
-    try:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 16))) as pool:
         level = [(source, source.name)]
         while level:
             below = []
-            listings = [pool.submit(list_dir, folder) for folder in level]
-            for (path, arc), listed in zip(level, listings, strict=True):
-                items = interrupts.result(listed)
+            listings = interrupts.results([pool.submit(list_dir, folder) for folder in level])
+            for (path, arc), items in zip(level, listings, strict=True):
                 if not items and path != source:
                     entries.append(_Entry(arc + "/", path, 0, 0, 0o40755))
                 for item_path, name, is_dir in items:
@@ -483,8 +481,7 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
                         others.append((item_path, f"{arc}/{name}"))
             level = below
         chunks = [others[i : i + 256] for i in range(0, len(others), 256)]
-        for stated in [pool.submit(stat_all, chunk) for chunk in chunks]:
-            chunk = interrupts.result(stated)
+        for chunk in interrupts.results([pool.submit(stat_all, chunk) for chunk in chunks]):
             for path, name, st in chunk:
                 if st is None:
                     left_out.append(name + " (vanished, or a broken link)")
@@ -494,8 +491,6 @@ def _scan(source: Path, workers: int) -> tuple[list[_Entry], list[str]]:
                     left_out.append(name + " (link to a folder)")
                 else:
                     left_out.append(name)
-    finally:  # on an error or Ctrl-C, listings not started yet are not started
-        pool.shutdown(wait=True, cancel_futures=True)
     entries.sort(key=lambda e: e.arcname)
     return entries, sorted(left_out)
 

@@ -10,6 +10,7 @@ with unpacking in the caller.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import io
 import os
@@ -44,9 +45,8 @@ class SourceFile:
     def twin(self) -> SourceFile:
         """Another reader of the same file, with its own descriptor, that refuses the
         file just as this one does if it changes from the version this one saw."""
-        other = SourceFile.__new__(SourceFile)
-        other.path, other.retries, other.size = self.path, self.retries, self.size
-        other._version, other._file = self._version, None
+        other = copy.copy(self)
+        other._file = None
         return other
 
     def _open(self) -> int:

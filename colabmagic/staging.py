@@ -156,8 +156,7 @@ class _locked:
                     file=sys.stderr,
                 )
                 while not _try_lock(self.file.fileno()):
-                    time.sleep(interrupts.POLL)
-                    interrupts.check()
+                    interrupts.sleep(interrupts.POLL)
             _clear_leftovers(self.state)
         except BaseException:
             # Ctrl-C while waiting or clearing: a leaked descriptor would hold the lock,
@@ -673,8 +672,7 @@ def _copy_folder(source: Path, work: Path, options: _Options, check_top, total: 
 
     pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
     try:
-        for future in [pool.submit(copy, rel) for rel in files]:
-            n = interrupts.result(future)
+        for n in interrupts.results([pool.submit(copy, rel) for rel in files]):
             copied += n
             done += 1
             progress.update(n)

@@ -431,7 +431,7 @@ def _read_parallel(
 
     inflight = min(workers, len(paths))
     with ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="timeread") as pool:
-        results = [interrupts.result(f) for f in [pool.submit(work) for _ in range(inflight)]]
+        results = list(interrupts.results([pool.submit(work) for _ in range(inflight)]))
     reads = [r for done, _ in results for r in done]
     failed = [x for _, bad in results for x in bad]
     return reads, inflight, failed

@@ -176,3 +176,20 @@ def test_a_job_that_times_out_is_an_error_not_a_wait():
         failed = pool.submit(drive_timeout)
         with pytest.raises(TimeoutError, match="timed out"):
             interrupts.result(failed)
+
+
+def test_after_a_failed_job_the_queued_ones_never_start():
+    ran = []
+
+    def job(i):
+        ran.append(i)
+        if i == 0:
+            raise OSError("Drive is gone")
+        time.sleep(0.01)  # a Drive read: the other 49 take far longer than noticing
+        return i
+
+    with ThreadPoolExecutor(1) as pool:
+        jobs = [pool.submit(job, i) for i in range(50)]
+        with pytest.raises(OSError, match="Drive is gone"):
+            list(interrupts.results(jobs))
+    assert len(ran) < 50 and all(f.cancelled() for f in jobs[len(ran) :])
