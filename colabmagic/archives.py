@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import io
 import os
 import re
 import stat
@@ -31,6 +30,7 @@ from typing import NoReturn
 
 from . import interrupts
 from .errors import ColabMagicError
+from .fsio import create_file, write_all
 
 MAX_NAME_BYTES = 4096  # PATH_MAX: longer names are a bomb, not a dataset
 MAX_COMPONENT_BYTES = 255  # NAME_MAX on ext4 and DriveFS
@@ -522,32 +522,6 @@ def _write_member(
         for piece in pieces:
             with _disk(name):
                 write_all(out, piece)
-
-
-def create_file(path: Path, *, executable: bool = False) -> io.FileIO:
-    """A new file at PATH (never an existing file or a link through which to write),
-    rw-r--r-- or rwxr-xr-x less the umask, as an object that closes itself.
-
-    Not a raw descriptor: CPython runs signal handlers as os.open() returns, so a
-    Ctrl-C at that moment drops the number, and the file stays open for the life of
-    the kernel.  A dropped file object is closed at once.
-    """
-    out = open(path, "xb", buffering=0)  # noqa: SIM115 - returned to the caller
-    try:
-        made = os.fstat(out.fileno()).st_mode & 0o777  # 0o666 less the umask
-        wanted = made & 0o644 | ((made & 0o444) >> 2 if executable else 0)
-        if wanted != made:
-            os.fchmod(out.fileno(), wanted)
-    except BaseException:
-        out.close()
-        raise
-    return out
-
-
-def write_all(out: io.FileIO, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[out.write(view) :]
 
 
 @contextmanager

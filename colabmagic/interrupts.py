@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,3 +119,26 @@ def sleep(seconds: float) -> None:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, POLL))
         check()
+
+
+@contextmanager
+def pool(workers: int, name: str) -> Iterator[Any]:
+    """A thread pool of WORKERS threads named NAME: the only way colabmagic runs jobs
+    side by side.  Leaving the block, by an error or Ctrl-C too, cancels the jobs not
+    started yet and waits for the running ones, so no thread outlives the command."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=name)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_all(
+    job: Callable[[Any], Any], items: Iterable[Any], *, workers: int, name: str
+) -> Iterator[Any]:
+    """JOB(item) for each of ITEMS, WORKERS at a time; results in ITEMS' order.  The
+    first error (or Ctrl-C) cancels what has not started and is raised here."""
+    with pool(workers, name) as executor:
+        yield from results([executor.submit(job, item) for item in items])

@@ -1,10 +1,12 @@
-"""Reading one file from Drive: large sequential reads, re-opened on EIO/ENOTCONN.
+"""Reading Drive: the one retry policy, and large sequential reads that survive it.
 
 DriveFS serves a sequential reader at its full bandwidth, and drops with EIO or
-ENOTCONN on long reads (colabtools #3441).  `SourceFile` re-opens and resumes at the
-same offset a few times with back-off before it gives up with one clear line.
-`Prefetch` runs a chunk iterator in a thread so that reading from Drive overlaps
-with unpacking in the caller.
+ENOTCONN on long reads (colabtools #3441).  Every read and write of Drive that can
+meet a drop-out goes through `retrying`: the same errnos, the same back-off, the
+same count (the ``ColabMagic.retries`` trait, or a command's ``retries=``), and a
+back-off that Ctrl-C interrupts.  `SourceFile` re-opens and resumes at the same
+offset; `Prefetch` runs a chunk iterator in a thread so that reading from Drive
+overlaps with unpacking in the caller.
 """
 
 from __future__ import annotations
@@ -17,24 +19,91 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from . import interrupts
 from .errors import ColabMagicError
+from .fsio import CHUNK
 
-CHUNK = 1 << 20  # 1 MiB per read(): few syscalls, and the kernel fans it out to FUSE
-RETRYABLE = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.ESTALE})
+T = TypeVar("T")
+
+# The errnos a Drive drop-out shows as; anything else is a real error, raised at once.
+TRANSIENT = frozenset({errno.EIO, errno.ENOTCONN, errno.ETIMEDOUT, errno.ESTALE})
+RETRIES = 5  # default count; ColabMagic.retries changes it through set_retries()
 BACKOFF_FIRST = 0.25  # seconds; doubles each retry, capped at BACKOFF_MAX
 BACKOFF_MAX = 5.0
+WORKERS = 16  # Drive reads in flight by default, for every command
+
+_retries = RETRIES
+
+
+def set_retries(count: int) -> None:
+    """Make COUNT the retry count of every command that is not given its own."""
+    global _retries
+    if count < 0:
+        raise ValueError("retries must be 0 or more")
+    _retries = count
+
+
+def retries(count: int | None = None) -> int:
+    """COUNT, or the count in force when COUNT is None."""
+    return _retries if count is None else count
 
 
 def backoff(attempt: int) -> float:
     return min(BACKOFF_FIRST * 2**attempt, BACKOFF_MAX)
 
 
+class DriveDropped(ColabMagicError):
+    """A Drive operation still failed with a drop-out errno after every retry."""
+
+    def __init__(self, message: str, *, error: OSError) -> None:
+        super().__init__(message)
+        self.errno = error.errno
+
+
+def errno_name(error: OSError) -> str:
+    return errno.errorcode.get(error.errno, str(error.errno)) if error.errno else "error"
+
+
+def retrying(
+    action: Callable[[], T],
+    *,
+    what: str,
+    count: int | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """ACTION(), tried again after a back-off while it fails with a drop-out errno.
+
+    ON_RETRY runs before each new try (close a descriptor, truncate a partial copy).
+    After COUNT retries (default: the count in force) a `DriveDropped` says WHAT
+    failed, with which errno, and what to do.  Other errors propagate unchanged.
+    """
+    count = retries(count)
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except OSError as error:
+            if error.errno not in TRANSIENT:
+                raise
+            if on_retry is not None:
+                on_retry()
+            if attempt >= count:
+                raise DriveDropped(
+                    f"{what} failed with {errno_name(error)} after {count} retries: "
+                    "Drive dropped the connection; run it again (it starts over) "
+                    "or %drive --remount",
+                    error=error,
+                ) from None
+            interrupts.sleep(backoff(attempt))
+            attempt += 1
+
+
 class SourceFile:
     """A file read front to back (or by offset), surviving a few Drive drop-outs."""
 
-    def __init__(self, path: Path, *, retries: int = 5) -> None:
+    def __init__(self, path: Path, *, retries: int | None = None) -> None:
         self.path = path
         self.retries = retries
         st = os.stat(path)
@@ -52,7 +121,7 @@ class SourceFile:
     def _open(self) -> int:
         if self._file is None:
             # A file object, not os.open(): a Ctrl-C as the call returns would drop a
-            # raw descriptor and leave it open (see archives.create_file).
+            # raw descriptor and leave it open (see fsio.create_file).
             file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - kept until close()
             try:
                 st = os.fstat(file.fileno())
@@ -74,23 +143,12 @@ class SourceFile:
                 file.close()
 
     def _retrying(self, offset: int, read: Callable[[int], bytes]) -> bytes:
-        attempt = 0
-        while True:
-            try:
-                return read(self._open())
-            except OSError as error:
-                if error.errno not in RETRYABLE:
-                    raise
-                self.close()
-                if attempt >= self.retries:
-                    name = errno.errorcode.get(error.errno, str(error.errno))
-                    raise ColabMagicError(
-                        f'reading "{self.path}" failed at byte {offset:,} with {name} '
-                        f"after {self.retries} retries: Drive dropped the connection; "
-                        "run it again (it resumes cleanly) or %drive --remount"
-                    ) from None
-                interrupts.sleep(backoff(attempt))
-                attempt += 1
+        return retrying(
+            lambda: read(self._open()),
+            what=f'reading "{self.path}" at byte {offset:,}',
+            count=self.retries,
+            on_retry=self.close,
+        )
 
     def pread(self, offset: int, size: int) -> bytes:
         return self._retrying(offset, lambda fd: os.pread(fd, size, offset))
