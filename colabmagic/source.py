@@ -33,6 +33,7 @@ RETRIES = 5  # default count; ColabMagic.retries changes it through set_retries(
 BACKOFF_FIRST = 0.25  # seconds; doubles each retry, capped at BACKOFF_MAX
 BACKOFF_MAX = 5.0
 WORKERS = 16  # Drive reads in flight by default, for every command
+MAX_WORKERS = 256
 
 _retries = RETRIES
 
@@ -48,6 +49,15 @@ def set_retries(count: int) -> None:
 def retries(count: int | None = None) -> int:
     """COUNT, or the count in force when COUNT is None."""
     return _retries if count is None else count
+
+
+def workers(count: int | None = None) -> int:
+    """COUNT reads in flight (None: WORKERS), checked for every command and twin."""
+    if count is None:
+        return WORKERS
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_WORKERS:
+        raise ColabMagicError(f"--workers must be between 1 and {MAX_WORKERS}, not {count!r}")
+    return count
 
 
 def backoff(attempt: int) -> float:
