@@ -20,17 +20,16 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drive, interrupts
+from . import drive, fsio, interrupts
 from .errors import ColabMagicError
 from .results import StageResult, size
+from .source import WORKERS, Prefetch, SourceFile
+from .source import retries as retries_in_force
 
 STATE_DIR = ".colabmagic"
-MAX_RATIO = 1000  # expanded / compressed, above which a big archive is a bomb
-RATIO_FLOOR = 10**9  # ... when it expands to more than this many bytes
 FORMATS = ("auto", "zip", "tar", "file")
 
 _COMPRESSED_TAR = {
@@ -54,9 +53,9 @@ def stage(
     force: bool = False,
     keep_archive: bool = False,
     sha256: str | None = None,
-    workers: int = 16,
+    workers: int = WORKERS,
     quiet: bool = False,
-    retries: int = 5,
+    retries: int | None = None,
     format: str = "auto",
     allow_ratio: bool = False,
 ) -> StageResult:
@@ -65,6 +64,7 @@ def stage(
     SRC is an archive (unpacked into TO, default the working directory), a folder
     (copied to TO/<name>), a file (copied) or a glob (each match).  Nothing in TO is
     replaced unless it was staged from the same source, or ``force`` is set.
+    RETRIES is the count of Drive retries (None: the count in force).
     """
     text = os.fspath(src)
     if format not in FORMATS:
@@ -75,6 +75,7 @@ def stage(
     if sha256 is not None and len(sources) > 1:
         raise ColabMagicError("--sha256 checks a single source, not a glob")
     dest = _target(to)
+    retries = retries_in_force(retries)
     options = _Options(force, keep_archive, sha256, workers, quiet, retries, format, allow_ratio)
     # A glob is one unit: its matches (WebDataset shards, say) may share a top-level
     # folder, so they are unpacked into one work folder and moved into place together.
@@ -144,7 +145,7 @@ class _locked:
 
     def __enter__(self) -> None:
         self.state.mkdir(exist_ok=True)
-        # A file object, not a raw descriptor: see archives.create_file.
+        # A file object, not a raw descriptor: see fsio.create_file.
         self.file = open(self.state / "lock", "ab", buffering=0)  # noqa: SIM115
         try:
             if not _try_lock(self.file.fileno()):
@@ -202,9 +203,7 @@ def _read_marker(path: Path) -> dict | None:
 
 
 def _write_marker(path: Path, marker: dict) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(marker, indent=1))
-    os.replace(partial, path)
+    fsio.write_text_atomic(path, json.dumps(marker, indent=1))
 
 
 def _fingerprint(source: Path) -> dict:
@@ -314,7 +313,7 @@ def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Optio
         record["state"] = "complete"
         _write_marker(marker_path, record)
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not fsio.is_full(error):
             raise
         import shutil
 
@@ -322,7 +321,7 @@ def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Optio
         code = errno.errorcode[error.errno]
         raise ColabMagicError(
             f"no space left on the disk holding {dest} ({code}); nothing was staged and its "
-            f"partial output is removed ({size(_free(dest))} free); free some space or "
+            f"partial output is removed ({size(fsio.free_bytes(dest))} free); free some space or "
             "stage to another disk with --to"
         ) from None
     finally:
@@ -372,27 +371,16 @@ def _move_into_place(work: Path, dest: Path, names: list[str]) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def _free(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
 def _preflight(work: Path, need: int) -> int:
     """Free bytes where WORK is; refuse before writing when NEED does not fit."""
-    free = _free(work)
-    if need > free:
-        dest = work.parent.parent  # work is DIR/.colabmagic/tmp-*: name the folder the user knows
-        raise ColabMagicError(
-            f"needs {size(need)} but {dest} has only {size(free)} free; "
-            "free some space or stage to another disk with --to"
-        )
-    return free
+    # work is DIR/.colabmagic/tmp-*: name the folder the user knows
+    return fsio.require_free(work, need, shown_as=str(work.parent.parent))
 
 
 # --------------------------------------------------------------------------- detection
 
 
-def _detect(source: Path, format: str, retries: int = 5) -> tuple[str, str | None]:
+def _detect(source: Path, format: str, retries: int | None = None) -> tuple[str, str | None]:
     """("zip" | "tar" | "folder" | "file", compression of a tar or None)."""
     if source.is_dir():
         return "folder", None
@@ -409,8 +397,6 @@ def _detect(source: Path, format: str, retries: int = 5) -> tuple[str, str | Non
             return "tar", None
     if format == "zip":
         return "zip", None
-    from .source import SourceFile
-
     reader = SourceFile(source, retries=retries)  # Drive may drop here too
     try:
         head = reader.pread(0, 4096)
@@ -421,7 +407,7 @@ def _detect(source: Path, format: str, retries: int = 5) -> tuple[str, str | Non
         if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
             return "zip", None
         if compression:
-            from .archives import decompressed
+            from .unpack import decompressed
 
             try:
                 head = next(decompressed(iter([head]), compression), b"")
@@ -451,10 +437,8 @@ def _unpack(
 ) -> _Outcome:
     from contextlib import ExitStack, closing
 
-    from . import archives
-    from .archives import create_file, write_all
+    from . import unpack
     from .progress import bar
-    from .source import Prefetch, SourceFile
 
     outcome = _Outcome()
     digest = hashlib.sha256()
@@ -468,7 +452,7 @@ def _unpack(
         if options.keep_archive:
             check_top(source.name)
             _preflight(work, reader.size)  # the copy is written from the first chunk on
-            keep = cleanup.enter_context(create_file(work / source.name))
+            keep = cleanup.enter_context(fsio.create_file(work / source.name))
 
         def raw_chunks():
             # Runs in the reader thread: hashing (and the optional copy) overlap with
@@ -476,7 +460,7 @@ def _unpack(
             for chunk in reader.chunks():
                 digest.update(chunk)
                 if keep is not None:
-                    write_all(keep, chunk)
+                    fsio.write_all(keep, chunk)
                 read[0] += len(chunk)
                 yield chunk
 
@@ -487,10 +471,11 @@ def _unpack(
         if kind == "zip":
             tail = reader.twin()  # its own descriptor, the same version of the file
             try:
-                index = archives.read_zip_index(tail.size, tail.pread)
+                index = unpack.read_zip_index(tail.size, tail.pread)
             finally:
                 tail.close()
-            _check_ratio(index.plan.declared, reader.size, source, options)
+            if not options.allow_ratio:
+                unpack.check_ratio(index.plan.declared, reader.size, source.name)
             # The part of the kept copy already written is no longer free space.
             free = _preflight(work, index.plan.declared + kept - read[0])
             for name in index.plan.top:
@@ -502,18 +487,18 @@ def _unpack(
                 )
         else:
             # A tar's total is only known once it has been read: the running counts in
-            # Writer (bytes against the free space) and below (the ratio) enforce it.
+            # Writer (bytes against the free space) and ratio_capped enforce it.
             free = _preflight(work, reader.size + kept)
         progress = cleanup.enter_context(
             closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
         )
         if compression:
-            expanded = archives.decompressed(chunks, compression)
+            expanded = unpack.decompressed(chunks, compression)
             if not options.allow_ratio:
-                expanded = _ratio_capped(expanded, reader.size, source)
+                expanded = unpack.ratio_capped(expanded, reader.size, source.name)
             chunks = cleanup.enter_context(Prefetch(expanded))
-        stream = archives.Stream(chunks)
-        writer = cleanup.enter_context(archives.Writer(work, budget=free))
+        stream = unpack.Stream(chunks)
+        writer = cleanup.enter_context(unpack.Writer(work, budget=free))
         shown = 0
 
         def tick() -> None:
@@ -524,11 +509,11 @@ def _unpack(
                 progress.set_postfix(files=writer.files, refresh=False)
 
         if kind == "zip":
-            archives.stream_zip(index, stream, writer, on_member=tick)
+            unpack.stream_zip(index, stream, writer, on_member=tick)
             plan = index.plan
         else:
-            plan = _unpack_tar(stream, writer, check_top, tick, archives)
-            if trailing := archives.trailing_bytes(stream):
+            plan = unpack.unpack_tar(stream, writer, on_top=check_top, on_member=tick)
+            if trailing := unpack.trailing_bytes(stream):
                 outcome.warnings.append(
                     f"{trailing:,} bytes after the end of the tar archive were ignored"
                 )
@@ -547,94 +532,32 @@ def _unpack(
     return outcome
 
 
-def _unpack_tar(stream, writer, check_top, tick, archives):
-    plan = archives.Plan()
-    for member, offset in archives.tar_members(stream):
-        first = member.name.split("/", 1)[0]
-        if first not in plan.top:
-            check_top(first)
-        plan.add(member)
-        if member.kind == "dir":
-            writer.mkdir(member.name)
-        elif member.kind == "file":
-            stream.seek(offset)
-            writer.file(member, _exactly(stream, member.size))
-        else:
-            writer.link(member)
-        tick()
-    return plan
-
-
-def _exactly(stream, n: int):
-    while n > 0:
-        piece = stream.view(min(n, 1 << 20))
-        if not piece:
-            return
-        n -= len(piece)
-        yield piece
-
-
-def _check_ratio(declared: int, compressed: int, source: Path, options: _Options) -> None:
-    if options.allow_ratio or declared <= RATIO_FLOOR:
-        return None
-    if declared > MAX_RATIO * max(compressed, 1):
-        from .archives import Refused
-
-        raise Refused(
-            f"{source.name} expands {declared / max(compressed, 1):,.0f}:1 to {size(declared)} "
-            "(a zip bomb?); use --allow-ratio if you trust it"
-        )
-    return None
-
-
-def _ratio_capped(chunks: Iterator[bytes], compressed: int, source: Path) -> Iterator[bytes]:
-    """CHUNKS of a decompressed tar, stopped where _check_ratio would stop a zip.
-
-    A tar declares no total, so the bytes are counted as they expand.  The limit is
-    against the whole archive's size, not the compressed bytes read so far: a
-    legitimate archive may start with a long run of zeros, and is only a bomb if the
-    archive as a whole expands more than MAX_RATIO:1.
-    """
-    limit = max(RATIO_FLOOR, MAX_RATIO * compressed)
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > limit:
-            from .archives import Refused
-
-            raise Refused(
-                f"{source.name} expands more than {MAX_RATIO:,}:1, past {size(limit)} "
-                "(a compression bomb?); use --allow-ratio if you trust it"
-            )
-        yield chunk
-
-
 # --------------------------------------------------------------------------- files, folders
 
 
 def _copy_file(source: Path, work: Path, options: _Options, check_top) -> _Outcome:
     from contextlib import ExitStack, closing
 
-    from .archives import create_file, write_all
     from .progress import bar
-    from .source import Prefetch, SourceFile
 
     check_top(source.name)
     digest = hashlib.sha256()
-    written = 0
+
+    def hashed(chunks):
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+
     with ExitStack() as cleanup:
         reader = SourceFile(source, retries=options.retries)
         cleanup.callback(reader.close)
         _preflight(work, reader.size)
-        out = cleanup.enter_context(create_file(work / source.name))
+        out = cleanup.enter_context(fsio.create_file(work / source.name))
         progress = cleanup.enter_context(
             closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
         )
-        for chunk in cleanup.enter_context(Prefetch(reader.chunks())):
-            digest.update(chunk)
-            write_all(out, chunk)
-            written += len(chunk)
-            progress.update(len(chunk))
+        chunks = cleanup.enter_context(Prefetch(reader.chunks()))
+        written = fsio.copy_chunks(hashed(chunks), out, on_chunk=progress.update)
     st = source.stat()
     os.utime(work / source.name, ns=(st.st_atime_ns, st.st_mtime_ns))
     return _Outcome([source.name], 1, written, written, digest.hexdigest())
@@ -643,7 +566,7 @@ def _copy_file(source: Path, work: Path, options: _Options, check_top) -> _Outco
 def _copy_folder(source: Path, work: Path, options: _Options, check_top, total: int) -> _Outcome:
     """Copy SOURCE to work/<name> with `workers` files in flight: Drive's per-file
     latency overlaps instead of adding up, as it does for `cp -r`."""
-    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import closing
 
     from .progress import bar
 
@@ -660,44 +583,27 @@ def _copy_folder(source: Path, work: Path, options: _Options, check_top, total: 
                 os.symlink(os.readlink(path), top / rel / name)
             else:
                 files.append(os.path.join(rel, name))
-    progress = bar(total, f"stage {source.name}/", quiet=options.quiet)
     copied = 0
-    done = 0
-    stop = [False]
-
-    def copy(rel: str) -> int:
-        if stop[0]:
-            return 0
-        return _copy_one(source / rel, top / rel, options.retries)
-
-    pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
-    try:
-        for n in interrupts.results([pool.submit(copy, rel) for rel in files]):
+    with closing(bar(total, f"stage {source.name}/", quiet=options.quiet)) as progress:
+        copies = interrupts.run_all(
+            lambda rel: _copy_one(source / rel, top / rel, options.retries),
+            files,
+            workers=options.workers,
+            name="colabmagic-stage",
+        )
+        for done, n in enumerate(copies, 1):
             copied += n
-            done += 1
             progress.update(n)
             if done % 256 == 0:
                 progress.set_postfix(files=done, refresh=False)
-    except BaseException:
-        stop[0] = True
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        progress.close()
     return _Outcome([source.name], len(files), copied, copied, None)
 
 
 def _copy_one(src: Path, dst: Path, retries: int) -> int:
-    from .archives import create_file, write_all
-    from .source import SourceFile
-
     reader = SourceFile(src, retries=retries)
-    written = 0
     try:
-        with create_file(dst) as out:
-            for chunk in reader.chunks():
-                write_all(out, chunk)
-                written += len(chunk)
+        with fsio.create_file(dst) as out:
+            written = fsio.copy_chunks(reader.chunks(), out)
     finally:
         reader.close()
     st = src.stat()

@@ -37,6 +37,7 @@ from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
 
 stage_module = importlib.import_module("colabmagic.staging")
+unpack_stream = importlib.import_module("colabmagic.unpack.stream")
 source_module = importlib.import_module("colabmagic.source")
 
 MB = 1_000_000
@@ -586,7 +587,7 @@ class _Zeros(io.RawIOBase):
 def test_a_compressed_tar_expanding_over_1000_to_1_is_refused(tmp_path, monkeypatch):
     # The rule is 1000:1 over more than 1 GB; the test lowers the floor to 20 MB
     # so that the bomb need not write a gigabyte first.
-    monkeypatch.setattr(stage_module, "RATIO_FLOOR", 20 * MB)
+    monkeypatch.setattr(unpack_stream, "RATIO_FLOOR", 20 * MB)
     source = tmp_path / "bomb.tar.bz2"
     source.write_bytes(bz2_of_zeros(60 * MB))
     assert 60 * MB / source.stat().st_size > 1000

@@ -1,6 +1,6 @@
 """The quick tar header parser reads every header exactly as tarfile does.
 
-colabmagic.archives parses plain ustar headers itself (tarfile's field loops were the
+colabmagic.unpack.tar parses plain ustar headers itself (tarfile's field loops were the
 largest cost of unpacking many small members) and hands anything else to tarfile.
 These tests hold the two to the same answer: the same fields, or the same error.
 """
@@ -17,7 +17,7 @@ from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colabmagic.archives import _fast_tarinfo
+from colabmagic.unpack.tar import _fast_tarinfo
 
 CORPUS = SHARED / "hostile-archives"
 ENCODING, ERRORS = "utf-8", "surrogateescape"  # what TarFile uses here
@@ -112,10 +112,10 @@ def test_any_header_block_gives_the_same_fields_or_the_same_error(block: bytes):
 
 def test_a_plain_header_takes_the_quick_path():
     # Without this the equality above could hold because everything fell back.
-    from colabmagic import archives
+    from colabmagic.unpack import tar
 
     block = header("cats/0001.jpg", 12_345, tarfile.REGTYPE, "", tarfile.GNU_FORMAT, 1_700_000_000)
-    fast = archives._plain_header(_fast_tarinfo(), block, ENCODING, ERRORS)
+    fast = tar._plain_header(_fast_tarinfo(), block, ENCODING, ERRORS)
     assert fast is not None
     assert (fast.name, fast.size, fast.mode, fast.type) == (
         "cats/0001.jpg",

@@ -1,0 +1,237 @@
+"""An archive's bytes as they arrive: `Stream`, decompression, and the ratio caps.
+
+Readers consume a `Stream`: the archive's bytes front to back, as they arrive from
+Drive, so that unpacking overlaps with reading and the archive is never stored.
+`decompressed` expands gzip, bzip2, xz or zstd in bounded pieces; `check_ratio` and
+`ratio_capped` stop an archive that expands like a bomb (declared, or as counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..errors import ColabMagicError
+from ..results import size
+from .members import Refused
+
+MAX_HEADER_READ = 16 << 20  # tar pax/long-name bodies are read whole: bound them
+MAX_PIECE = 1 << 20  # most bytes one decompress call may return
+MAX_RATIO = 1000  # expanded / compressed, above which a big archive is a bomb
+RATIO_FLOOR = 10**9  # ... when it expands to more than this many bytes
+
+
+class Stream:
+    """The bytes of an archive in order, from an iterator of chunks.
+
+    `view` hands out slices of the chunks without copying.  Seeking backwards is
+    allowed only within the chunks still held (tarfile re-reads a header block).
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+        self._prev = memoryview(b"")
+        self._base = 0  # stream offset of self._buf[0]
+        self._pos = 0  # offset within self._buf
+        self.name = None  # tarfile looks for it
+        self.last_read = b""  # what the last read() returned: the block tarfile gave up on
+
+    def tell(self) -> int:
+        return self._base + self._pos
+
+    def _next_chunk(self) -> bool:
+        for chunk in self._chunks:
+            if chunk:
+                self._base += len(self._buf)
+                self._prev, self._buf, self._pos = self._buf, memoryview(chunk), 0
+                return True
+        return False
+
+    def view(self, n: int) -> memoryview | bytes:
+        """Up to N bytes (fewer only at the end), without a copy when one chunk has them."""
+        if self._pos == len(self._buf) and not self._next_chunk():
+            return b""
+        end = self._pos + n
+        if end <= len(self._buf):
+            out = self._buf[self._pos : end]
+            self._pos = end
+            return out
+        return self.read(n)
+
+    def read(self, n: int = -1) -> bytes:
+        # Member data goes through view(); read() serves headers, and tarfile reads a
+        # pax or GNU long-name body whole, at whatever size its header declares.
+        if n < 0 or n > MAX_HEADER_READ:
+            raise Refused(f"a header of {n:,} bytes at byte {self.tell():,} (a memory bomb?)")
+        parts: list[memoryview] = []
+        while n > 0:
+            if self._pos == len(self._buf) and not self._next_chunk():
+                break
+            take = min(n, len(self._buf) - self._pos)
+            parts.append(self._buf[self._pos : self._pos + take])
+            self._pos += take
+            n -= take
+        self.last_read = b"".join(parts)
+        return self.last_read
+
+    def skip(self, n: int) -> int:
+        skipped = 0
+        while n > 0:
+            if self._pos == len(self._buf) and not self._next_chunk():
+                break
+            take = min(n, len(self._buf) - self._pos)
+            self._pos += take
+            n -= take
+            skipped += take
+        return skipped
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1:
+            offset += self.tell()
+        elif whence != 0:
+            raise OSError("archive streams cannot seek from the end")
+        here = self.tell()
+        if offset >= here:
+            self.skip(offset - here)
+        elif offset >= self._base:
+            self._pos = offset - self._base
+        elif offset >= self._base - len(self._prev):
+            # step back into the previous chunk: make it current again
+            self._buf = memoryview(bytes(self._prev) + bytes(self._buf))
+            self._base -= len(self._prev)
+            self._prev = memoryview(b"")
+            self._pos = offset - self._base
+        else:
+            raise OSError("archive streams cannot seek that far back")
+        return self.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+def decompressed(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
+    """Chunks of the decompressed stream (gzip, bzip2, xz or zstd), all members of it.
+
+    Pieces stay small (MAX_PIECE; a few tens of MB at most for zstd) however much the
+    input expands, so that a bomb meets the running counts downstream before it
+    exhausts memory.  A stream that stops before its end marker is refused: a
+    truncated download is not an archive, and would otherwise be staged in part.
+    """
+    new, expand = _decompressor_factory(kind)
+    dec, fed = new(), False
+    for data in chunks:
+        while data:
+            fed = True
+            try:
+                data = yield from expand(dec, data)
+            except Exception as error:  # zlib.error, OSError, LZMAError, ZstdError
+                raise Refused(f"the {kind} data is corrupt: {error}") from None
+            if getattr(dec, "eof", False):
+                dec, fed = new(), False  # concatenated streams, as gzip -c a b > ab makes
+    if fed and getattr(dec, "eof", True) is False:
+        raise Refused(f"the {kind} data ends before its end marker (a truncated archive)")
+
+
+# Each expands DATA in pieces of at most MAX_PIECE and returns the input left over
+# after the end of the stream (the start of the next concatenated one).
+
+
+def _inflate(dec, data: bytes) -> Iterator[bytes]:
+    while True:
+        out = dec.decompress(data, MAX_PIECE)
+        if out:
+            yield out
+        if dec.eof:
+            return dec.unused_data
+        data = dec.unconsumed_tail
+        if not data and len(out) < MAX_PIECE:
+            return b""
+
+
+def _unbuffer(dec, data: bytes) -> Iterator[bytes]:
+    # bz2 and lzma keep input they have not used yet themselves.
+    while True:
+        out = dec.decompress(data, max_length=MAX_PIECE)
+        data = b""
+        if out:
+            yield out
+        if dec.eof:
+            return dec.unused_data
+        if dec.needs_input:
+            return b""
+
+
+def _unzstd(dec, data: bytes) -> Iterator[bytes]:
+    # zstandard's decompressobj has no max_length: feed it little at a time instead
+    # (a 4-byte RLE block expands to 128 KB, so 1 KB of input to at most 32 MB).
+    step = 1024
+    for at in range(0, len(data), step):
+        out = dec.decompress(data[at : at + step])
+        if out:
+            yield out
+        if getattr(dec, "eof", False):
+            return dec.unused_data + data[at + step :]
+    return b""
+
+
+def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
+    """(a new decompressor, the function that expands data with it)."""
+    if kind == "gz":
+        import zlib
+
+        return (lambda: zlib.decompressobj(31)), _inflate
+    if kind == "bz2":
+        import bz2
+
+        return bz2.BZ2Decompressor, _unbuffer
+    if kind == "xz":
+        import lzma
+
+        return lzma.LZMADecompressor, _unbuffer
+    if kind == "zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise ColabMagicError(
+                ".tar.zst needs the zstandard package: pip install zstandard"
+            ) from None
+        return (lambda: zstandard.ZstdDecompressor().decompressobj()), _unzstd
+    raise AssertionError(kind)
+
+
+# --------------------------------------------------------------------------- ratio caps
+
+
+def check_ratio(declared: int, compressed: int, name: str) -> None:
+    """Refuse an archive NAME of COMPRESSED bytes that declares DECLARED expanded bytes
+    past MAX_RATIO:1 (and past RATIO_FLOOR in all)."""
+    if declared <= RATIO_FLOOR:
+        return
+    if declared > MAX_RATIO * max(compressed, 1):
+        raise Refused(
+            f"{name} expands {declared / max(compressed, 1):,.0f}:1 to {size(declared)} "
+            "(a zip bomb?); use --allow-ratio if you trust it"
+        )
+
+
+def ratio_capped(chunks: Iterator[bytes], compressed: int, name: str) -> Iterator[bytes]:
+    """CHUNKS of a decompressed tar, stopped where check_ratio would stop a zip.
+
+    A tar declares no total, so the bytes are counted as they expand.  The limit is
+    against the whole archive's size, not the compressed bytes read so far: a
+    legitimate archive may start with a long run of zeros, and is only a bomb if the
+    archive as a whole expands more than MAX_RATIO:1.
+    """
+    limit = max(RATIO_FLOOR, MAX_RATIO * compressed)
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise Refused(
+                f"{name} expands more than {MAX_RATIO:,}:1, past {size(limit)} "
+                "(a compression bomb?); use --allow-ratio if you trust it"
+            )
+        yield chunk

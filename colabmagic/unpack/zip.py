@@ -1,0 +1,270 @@
+"""Zip: the central directory read and vetted before any data, then the members
+streamed front to back.
+
+`read_zip_index` parses the central directory (zip64 and self-extracting stubs
+included) and checks every member as a whole (`Plan`) before a byte is written;
+`stream_zip` then reads the members in file order from a `Stream`, CRC-checked and
+held to their declared sizes.
+"""
+
+from __future__ import annotations
+
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .members import MAX_LINK_TARGET, Member, Plan, Refused, check_symlink, clean_name, shown
+from .stream import MAX_PIECE, Stream
+from .writer import Writer
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory
+_EOCD64_LOC = struct.Struct("<4sLQL")
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_CDH = struct.Struct("<4s4B4HL2L5H2L")  # central directory header
+_LFH = struct.Struct("<4s2B4HL2L2H")  # local file header
+_ZIP_METHODS = {0: "stored", 8: "deflate"}
+
+
+@dataclass
+class ZipEntry:
+    member: Member
+    raw_name: bytes
+    method: int
+    flags: int
+    crc: int
+    csize: int
+    offset: int  # of the local header, in the file
+
+
+@dataclass
+class ZipIndex:
+    entries: list[ZipEntry]  # in file order
+    plan: Plan
+    data_end: int  # where the central directory starts
+    cp437_names: int  # names decoded as cp437 (no UTF-8 flag, not ASCII)
+
+
+def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
+    """Parse and check the central directory of a zip of SIZE bytes: every member is
+    vetted here, before any data is read."""
+    if size < _EOCD.size:
+        raise Refused("not a zip archive (too short)")
+    tail_len = min(size, 65536 + _EOCD.size)
+    tail = pread(size - tail_len, tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    while at >= 0 and at + _EOCD.size > len(tail):
+        at = tail.rfind(b"PK\x05\x06", 0, at)
+    if at < 0:
+        raise Refused("not a zip archive (no end-of-central-directory record)")
+    eocd_pos = size - tail_len + at
+    _, disk, cd_disk, _, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
+    if disk != 0 or cd_disk != 0:
+        raise Refused("zip archives that span several disks are not supported")
+    loc = at - _EOCD64_LOC.size
+    if loc >= 0 and tail[loc : loc + 4] == b"PK\x06\x07":
+        # As zipfile does, take the zip64 record from just before its locator: the
+        # offset the locator stores is wrong when a stub precedes the archive.
+        eocd64_pos = eocd_pos - _EOCD64_LOC.size - _EOCD64.size
+        rec = pread(eocd64_pos, _EOCD64.size) if eocd64_pos >= 0 else b""
+        needs_zip64 = 0xFFFF in (count,) or 0xFFFFFFFF in (cd_size, cd_offset)
+        if len(rec) == _EOCD64.size and rec[:4] == b"PK\x06\x06":
+            fields = _EOCD64.unpack(rec)
+            count, cd_size, cd_offset = fields[7], fields[8], fields[9]
+            cd_end = eocd64_pos
+        elif needs_zip64:
+            raise Refused("the zip64 end record is missing or corrupt")
+        else:
+            cd_end = eocd_pos  # the "locator" was a member name's bytes, not a record
+    else:
+        cd_end = eocd_pos
+    # Bytes before the archive (a self-extracting stub) shift every offset.
+    shift = cd_end - cd_size - cd_offset
+    if shift < 0 or cd_size > size or count > cd_size // _CDH.size + 1:
+        raise Refused("the zip central directory is out of bounds")
+    cd_start = cd_offset + shift
+    cd = pread(cd_start, cd_size)
+    if len(cd) != cd_size:
+        raise Refused("the zip central directory is truncated")
+    entries, cp437 = _parse_central_directory(cd, count, shift)
+    plan = Plan()
+    for entry in entries:
+        plan.add(entry.member)
+    entries.sort(key=lambda e: e.offset)
+    end = cd_start
+    for entry in reversed(entries):
+        # Members must not overlap each other or the directory: overlapping entries
+        # are how zip bombs multiply a few KB into terabytes.
+        data_start = entry.offset + _LFH.size + len(entry.raw_name)
+        if entry.offset < 0 or data_start + entry.csize > end:
+            raise Refused(
+                f"member {shown(entry.member.name)} overlaps another member or runs past "
+                "the central directory (a zip bomb or a corrupt archive)"
+            )
+        end = entry.offset
+    return ZipIndex(entries, plan, cd_start, cp437)
+
+
+def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<2H", extra, pos)
+        if tag == 1:
+            body = extra[pos + 4 : pos + 4 + length]
+            values = []
+            for want in (usize, csize, offset):
+                if want == 0xFFFFFFFF:
+                    if len(body) < 8 * (len(values) + 1):
+                        raise Refused("a zip64 extra field is truncated")
+                    values.append(struct.unpack_from("<Q", body, 8 * len(values))[0])
+                else:
+                    values.append(None)
+            return (
+                usize if values[0] is None else values[0],
+                csize if values[1] is None else values[1],
+                offset if values[2] is None else values[2],
+            )
+        pos += 4 + length
+    return usize, csize, offset
+
+
+def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[ZipEntry], int]:
+    entries = []
+    cp437 = 0
+    pos = 0
+    records = 0
+    while pos < len(cd):
+        records += 1
+        if len(cd) - pos < _CDH.size or cd[pos : pos + 4] != b"PK\x01\x02":
+            raise Refused("the zip central directory is corrupt (bad magic number)")
+        (_, _, made_by, _, _, flags, method, _, _, crc, csize, usize, nlen, elen, clen, _, _,
+         ext_attr, offset) = _CDH.unpack_from(cd, pos)  # fmt: skip
+        raw_name = cd[pos + _CDH.size : pos + _CDH.size + nlen]
+        extra = cd[pos + _CDH.size + nlen : pos + _CDH.size + nlen + elen]
+        pos += _CDH.size + nlen + elen + clen
+        if pos > len(cd):
+            raise Refused("the zip central directory is truncated")
+        if flags & 0x800:
+            name = raw_name.decode("utf-8", "surrogateescape")
+        else:
+            try:
+                name = raw_name.decode("ascii")
+            except UnicodeDecodeError:
+                name = raw_name.decode("cp437")  # as zipfile and most zip tools do
+                cp437 += 1
+        if flags & 0x41:
+            raise Refused(f"member {shown(name)} is encrypted")
+        if method not in _ZIP_METHODS:
+            raise Refused(f"member {shown(name)} uses unsupported compression method {method}")
+        usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
+        unix_mode = ext_attr >> 16 if made_by == 3 else 0
+        is_dir = name.endswith("/") or stat.S_ISDIR(unix_mode)
+        clean = clean_name(name, is_dir=is_dir)
+        if clean is None:
+            continue
+        if is_dir:
+            member = Member(clean, "dir")
+        elif stat.S_ISLNK(unix_mode):
+            if usize > MAX_LINK_TARGET:
+                raise Refused(f"member {shown(name)} is a link with an oversized target")
+            member = Member(clean, "symlink", size=usize, target=None)
+        else:
+            # Zip mode bits never make devices or FIFOs here: anything else is a file.
+            mode = 0o755 if unix_mode & 0o100 else 0o644
+            member = Member(clean, "file", size=usize, mode=mode)
+        if method == 0 and csize != usize and not is_dir:
+            raise Refused(f"member {shown(name)} is stored but its two sizes differ")
+        entries.append(ZipEntry(member, raw_name, method, flags, crc, csize, offset + shift))
+    if records != count:
+        raise Refused(f"the zip central directory holds {records} entries but declares {count}")
+    return entries, cp437
+
+
+def zip_symlink_target(entry: ZipEntry, data: bytes) -> Member:
+    target = data.decode("utf-8", "surrogateescape")
+    member = Member(entry.member.name, "symlink", target=target)
+    check_symlink(member.name, target)
+    return member
+
+
+def stream_zip(
+    index: ZipIndex, stream: Stream, writer: Writer, on_member: Callable[[], None] = lambda: None
+) -> None:
+    """Unpack the members of INDEX from STREAM (the zip's bytes from offset 0)."""
+    import zlib
+
+    for entry in index.entries:
+        on_member()
+        here = stream.tell()
+        if here > entry.offset:
+            raise Refused(f"member {shown(entry.member.name)} overlaps the member before it")
+        stream.skip(entry.offset - here)  # data descriptors and gaps
+        header = stream.read(_LFH.size)
+        if len(header) < _LFH.size or header[:4] != b"PK\x03\x04":
+            raise Refused(f"member {shown(entry.member.name)}: bad local header")
+        nlen, elen = struct.unpack_from("<2H", header, 26)
+        local_name = stream.read(nlen)
+        if local_name != entry.raw_name:
+            raise Refused(
+                f"member {shown(entry.member.name)}: its local header names it "
+                f"{shown(local_name.decode('utf-8', 'replace'))} (a mismatched archive)"
+            )
+        stream.skip(elen)
+        member = entry.member
+        if member.kind == "dir":
+            stream.skip(entry.csize)
+            writer.mkdir(member.name)
+            continue
+        pieces = _zip_data(entry, stream, zlib)
+        if member.kind == "symlink":
+            data = b"".join(bytes(p) for p in pieces)
+            if len(data) != member.size:
+                raise Refused(f"member {shown(member.name)} is a link of the wrong size")
+            writer.link(zip_symlink_target(entry, data))
+            continue
+        writer.file(member, pieces)
+
+
+def _zip_data(entry: ZipEntry, stream: Stream, zlib) -> Iterator[memoryview | bytes]:
+    """The member's uncompressed bytes, CRC-checked, never more than declared + 1."""
+    name = entry.member.name
+    left = entry.csize
+    crc = 0
+    inflate = zlib.decompressobj(-15) if entry.method == 8 else None
+    room = entry.member.size + 1  # one byte past the declared size proves a lie
+
+    def expand(data: bytes | memoryview) -> bytes:
+        try:
+            # Never more than MAX_PIECE at once, nor one byte past the declared size:
+            # a bomb stops here.  (room is at least 1: a max_length of 0 is "no limit".)
+            return inflate.decompress(data, min(room, MAX_PIECE))
+        except zlib.error as error:
+            raise Refused(f"member {shown(name)} has corrupt deflate data: {error}") from None
+
+    while left > 0:
+        piece = stream.view(min(left, 1 << 20))
+        if not piece:
+            raise Refused(f"member {shown(name)} is truncated")
+        left -= len(piece)
+        while piece:
+            if inflate is None:  # stored: its size was checked against the declared one
+                out, piece = piece, b""
+            else:
+                out = expand(piece)
+                piece = inflate.unconsumed_tail
+            room -= len(out)
+            crc = zlib.crc32(out, crc)
+            yield out
+            if room <= 0:
+                return  # past the declared size: Writer refuses it
+    while inflate is not None and not inflate.eof:
+        out = expand(b"")  # what zlib still holds once the input has run out
+        if not out:
+            raise Refused(f"member {shown(name)} has truncated deflate data")
+        room -= len(out)
+        crc = zlib.crc32(out, crc)
+        yield out
+        if room <= 0:
+            return
+    if crc != entry.crc:
+        raise Refused(f"member {shown(name)} fails its CRC check (corrupt)")
