@@ -361,7 +361,7 @@ _no_fake = fakedrive.available()
 
 @pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
 def test_over_the_simulated_drive_resume_waits_out_a_failing_drive(tmp_path, workdir):
-    from colabmagic import drive
+    from colabmagic import drive, source
 
     src = tmp_path / "drive-src"
     write(src / "MyDrive" / "run" / "epoch=5-step=50.ckpt", b"five" * 1000, T)
@@ -369,8 +369,12 @@ def test_over_the_simulated_drive_resume_waits_out_a_failing_drive(tmp_path, wor
         drive.use_root(root)
         try:
             fakedrive.configure(root, fail_rate=1.0)  # every read from Drive fails
-            with pytest.raises(colabmagic.ColabMagicError, match="copying checkpoints back"):
+            source.set_retries(1)  # the one retry policy applies: one retry, then give up
+            with pytest.raises(
+                colabmagic.ColabMagicError, match="copying checkpoints back.*after 1 retries"
+            ):
                 colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True)
+            source.set_retries(source.RETRIES)
             assert not [p for p in (workdir / "ckpt").rglob("*") if p.is_file()]
             fakedrive.configure(root, fail_rate=None)
             result = colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True, every=3600)
@@ -384,6 +388,7 @@ def test_over_the_simulated_drive_resume_waits_out_a_failing_drive(tmp_path, wor
                 "epoch=6-step=60.ckpt": b"six" * 1000,
             }
         finally:
+            source.set_retries(source.RETRIES)
             checkpoints.stop_all_mirrors()
             drive.use_root(None)
 
