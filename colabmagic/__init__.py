@@ -10,6 +10,8 @@ imported on first use, and imports its heavy dependencies where it uses them.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 from .errors import ColabMagicError
@@ -44,13 +46,13 @@ def unload_ipython_extension(ip: Any) -> None:
 
 
 # The Python twins and the module of each, imported on first use so that
-# `import colabmagic` stays cheap (PEP 562).  Module names differ from the function
-# names: importing a submodule binds its name on the package, which would hide a
-# function of the same name.
+# `import colabmagic` stays cheap (PEP 562).  Importing a submodule binds its name on
+# the package, which would hide a function of the same name: where the two names are
+# the same (the `pack` and `timeread` subpackages), _Package below keeps the function bound.
 _TWINS = {
     "stage": "staging",
-    "pack": "packing",
-    "timeread": "timing",
+    "pack": "pack",
+    "timeread": "timeread",
     "link_checkpoints": "checkpoints",
     "latest_checkpoint": "checkpoints",
     "drive_status": "status",
@@ -71,3 +73,17 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | {"fakedrive"})
+
+
+class _Package(types.ModuleType):
+    """This package, on which a twin's name stays bound to the function: the import
+    system's ``setattr(colabmagic, "timeread", <subpackage>)``, made by any import of
+    ``colabmagic.timeread`` or of a module inside it, binds the function instead."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _TWINS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

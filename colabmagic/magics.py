@@ -151,7 +151,7 @@ class ColabMagic(Magics):
     @_with_args("timeread")
     def timeread(self, args: Any) -> Any:
         """Measure what reading PATH costs from Drive, against local disk."""
-        from .timing import timeread
+        from .timeread import timeread
 
         return timeread(
             args.path,

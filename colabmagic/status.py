@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import drive
+from . import drive, fsio
 from .errors import ColabMagicError
 from .results import Result, count, duration, size
 
@@ -341,15 +341,18 @@ def _unescape(field: bytes) -> str:
 
 
 def _space(path: Path) -> tuple[int | None, int | None, int | None]:
-    """(total, used, free) bytes of the file system holding PATH; None where unknown."""
+    """(total, used, free) bytes of the file system holding PATH; None where unknown.
+    Free is what every command's preflight counts (`fsio.free_bytes`)."""
+    import shutil
+
+    free = fsio.free_bytes(path)
     try:
-        st = os.statvfs(path)
+        usage = shutil.disk_usage(path)
     except OSError:
         return None, None, None
-    if not st.f_blocks:
+    if free is None or not usage.total:  # a FUSE mount that reports no blocks
         return None, None, None
-    total = st.f_blocks * st.f_frsize
-    return total, (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize
+    return usage.total, usage.used, free
 
 
 def oserror_advice(path: Path, error: OSError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,9 +13,8 @@ from IPython.core.error import UsageError
 
 import colabmagic
 from colabmagic import drive, fakedrive
-from colabmagic.timing import TimeReadResult
+from colabmagic.timeread import TimeReadResult, measure, report
 
-timeread_module = sys.modules["colabmagic.timing"]  # `colabmagic.timeread` is the function
 needs_fuse = pytest.mark.skipif(
     fakedrive.available() is not None, reason=f"fake Drive unavailable: {fakedrive.available()}"
 )
@@ -29,6 +29,34 @@ def make_files(folder: Path, count: int, low: int, high: int, *, seed: int = 0) 
         (sub / f"{i:05d}.jpg").write_bytes(rng.randbytes(rng.randint(low, high)))
 
 
+# --- the package ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import colabmagic.timeread.measure",
+        "from colabmagic.timeread import report",
+        "import colabmagic; colabmagic.timeread",  # bound by __getattr__ first
+    ],
+)
+def test_colabmagic_timeread_is_the_function_however_the_package_is_imported(first):
+    """Importing the subpackage binds its name on colabmagic; the function must stay."""
+    code = (
+        f"{first}\n"
+        "import types, colabmagic, colabmagic.timeread\n"
+        "from colabmagic import timeread\n"
+        "import colabmagic.timeread.report\n"
+        "assert isinstance(colabmagic.timeread, types.FunctionType), colabmagic.timeread\n"
+        "assert timeread is colabmagic.timeread\n"
+        "import sys; print(sys.modules['colabmagic.timeread'].timeread is timeread)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True\n"
+
+
 # --- the plan --------------------------------------------------------------------------
 
 
@@ -37,22 +65,22 @@ def test_plan_is_seeded_disjoint_and_streams_the_largest_files():
     entries += [(Path(f"/d/big{i}"), (i + 1) * 5_000_000) for i in range(4)]
     entries += [(Path("/d/huge"), 40_000_000)]
 
-    plan = timeread_module.plan_sample(entries, 100, seed=7)
+    plan = measure.plan_sample(entries, 100, seed=7)
 
     # The largest files, largest first, until 32 MB are planned.
     assert plan.stream == (Path("/d/huge"),)
     assert len(plan.serial) == 30 and len(plan.parallel) == 70
     parts = [set(plan.stream), set(plan.serial), set(plan.parallel)]
     assert sum(map(len, parts)) == len(set().union(*parts))  # no file in two passes
-    assert plan == timeread_module.plan_sample(list(reversed(entries)), 100, seed=7)
-    assert plan.serial != timeread_module.plan_sample(entries, 100, seed=8).serial
+    assert plan == measure.plan_sample(list(reversed(entries)), 100, seed=7)
+    assert plan.serial != measure.plan_sample(entries, 100, seed=8).serial
 
 
 def test_plan_keeps_large_files_out_of_the_latency_sample():
     entries = [(Path(f"/d/shard{i}"), 20_000_000) for i in range(5)]
     entries += [(Path(f"/d/tiny{i}"), 100) for i in range(4)]
 
-    plan = timeread_module.plan_sample(entries, 100)
+    plan = measure.plan_sample(entries, 100)
 
     assert plan.stream == (Path("/d/shard0"), Path("/d/shard1"))  # 40 MB >= 32 MB
     assert {p.name for p in plan.serial + plan.parallel} == {f"tiny{i}" for i in range(4)}
@@ -61,7 +89,7 @@ def test_plan_keeps_large_files_out_of_the_latency_sample():
 
 def test_plan_with_few_files():
     entries = [(Path("/d/only"), 5)]
-    plan = timeread_module.plan_sample(entries, 100)
+    plan = measure.plan_sample(entries, 100)
     assert plan.stream == () and plan.serial == (Path("/d/only"),) and plan.parallel == ()
 
 
@@ -171,7 +199,7 @@ def test_usage_errors(ip, drive_root, line, message):
 
 
 def _advice(top: Path, entries, *, drive_s: float, local_s: float, stage_s: float) -> str:
-    return timeread_module._advice(
+    return report.advise(
         f"My Drive/{top.name}",
         top,
         entries,
