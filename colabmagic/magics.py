@@ -1,9 +1,12 @@
-"""The magics: parse the line, call the Python twin, return its result."""
+"""The magics: parse the line, call the Python twin, return its result.
+
+The arguments, their defaults and the dispatch live in `commands` (shared with the
+CLI); this module adds what only a kernel has: the traits and IPython's errors.
+"""
 
 from __future__ import annotations
 
 import functools
-import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -12,32 +15,33 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int, TraitError, Unicode, observe, validate
 
-from . import args as arg_specs
-from . import drive
+from . import commands, drive, source
 from .errors import ColabMagicError
 
 
-def _with_args(command: str) -> Callable[[Callable], Callable]:
-    """Apply the shared argument definition of COMMAND, and turn expected failures
-    into IPython's one-line UsageError."""
-    _, specs = arg_specs.COMMANDS[command]
+def _command(name: str) -> Callable[[Callable], Callable]:
+    """Make the magic NAME: `%name?` is METHOD's docstring and the usage generated from
+    the shared argument table; the line is parsed by the shared parser and run by the
+    shared dispatch (METHOD's body is never called); every expected failure is
+    IPython's one-line ``UsageError("%name: ...")``."""
+    _, specs = commands.COMMANDS[name]
+    parser = commands.parser(name)
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
         def wrapper(self: ColabMagic, line: str = "") -> Any:
-            # POSIX splitting, so "My Drive/x" arrives without its quotes (IPython's
-            # parse_argstring keeps them); the parser is the one @argument built.
             try:
-                argv = shlex.split(line)
-            except ValueError as error:
-                raise UsageError(f"%{command}: {error}") from None
-            try:
-                return method(self, wrapper.parser.parse_args(argv))
+                argv = commands.split(line)
+                if "-h" in argv or "--help" in argv:
+                    print(wrapper.__doc__)
+                    return None
+                args = commands.parse(parser, argv)
+                return commands.run(name, args, self._defaults())
             except ColabMagicError as error:
-                raise UsageError(f"%{command}: {error}") from None
+                raise UsageError(f"%{name}: {error}") from None
 
         # `argument` decorators are listed bottom-up; apply them in reverse so that
-        # the usage line shows them in the order of args.py.
+        # the usage line shows them in the order of the table.
         for flags, options in reversed(specs):
             wrapper = argument(*flags, **options)(wrapper)
         return magic_arguments()(wrapper)
@@ -56,23 +60,36 @@ class ColabMagic(Magics):
     mount_point = Unicode(drive.COLAB_MOUNT_POINT, help="Where Colab mounts Drive.").tag(
         config=True
     )
-    workers = Int(16, help="Reads in flight when copying or packing many files.").tag(config=True)
+    workers = Int(
+        source.WORKERS, help="Reads in flight when copying, packing or timing many files."
+    ).tag(config=True)
     progress = Bool(True, help="Show progress bars.").tag(config=True)
-    retries = Int(5, help="Re-opens of a Drive file after EIO/ENOTCONN before giving up.").tag(
+    retries = Int(source.RETRIES, help="Retries of a Drive read or write after EIO/ENOTCONN.").tag(
         config=True
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        source.set_retries(self.retries)  # a default value is not observed
+
     @validate("workers")
     def _valid_workers(self, proposal: Any) -> int:
-        if not 1 <= proposal["value"] <= 256:
-            raise TraitError("ColabMagic.workers must be between 1 and 256")
-        return proposal["value"]
+        try:
+            return source.workers(proposal["value"])
+        except ColabMagicError:
+            raise TraitError(
+                f"ColabMagic.workers must be between 1 and {source.MAX_WORKERS}"
+            ) from None
 
     @validate("retries")
     def _valid_retries(self, proposal: Any) -> int:
         if proposal["value"] < 0:
             raise TraitError("ColabMagic.retries must be 0 or more")
         return proposal["value"]
+
+    @observe("retries")
+    def _retries_changed(self, change: Any) -> None:
+        source.set_retries(change["new"])
 
     @observe("drive_root")
     def _drive_root_changed(self, change: Any) -> None:
@@ -82,98 +99,35 @@ class ColabMagic(Magics):
     def _mount_point_changed(self, change: Any) -> None:
         drive.use_mount_point(change["new"])
 
-    def _quiet(self, args: Any) -> bool:
-        return bool(getattr(args, "quiet", False)) or not self.progress
-
-    def _workers(self, args: Any) -> int:
-        return args.workers if args.workers is not None else self.workers
+    def _defaults(self) -> commands.Defaults:
+        return commands.Defaults(workers=self.workers, quiet=not self.progress, kernel=True)
 
     @line_magic
-    @_with_args("stage")
-    def stage(self, args: Any) -> Any:
+    @_command("stage")
+    def stage(self) -> None:
         """Bring SRC from Drive to local disk, once: an archive is unpacked while it
         streams in, a folder is copied with many reads in flight."""
-        from .staging import stage
-
-        return stage(
-            args.src,
-            args.to,
-            force=args.force,
-            keep_archive=args.keep_archive,
-            sha256=args.sha256,
-            workers=self._workers(args),
-            quiet=self._quiet(args),
-            retries=self.retries,
-            format=args.format,
-            allow_ratio=args.allow_ratio,
-        )
 
     @line_magic
-    @_with_args("packdrive")
-    def packdrive(self, args: Any) -> Any:
+    @_command("packdrive")
+    def packdrive(self) -> None:
         """Pack a Drive folder of many small files into one archive beside it."""
-        from .packing import pack
-
-        return pack(
-            args.folder,
-            args.archive,
-            format=args.format,
-            shard_size=args.shard_size,
-            compress=args.compress,
-            workers=self._workers(args),
-            force=args.force,
-            quiet=self._quiet(args),
-        )
 
     @line_magic
-    @_with_args("ckptlink")
-    def ckptlink(self, args: Any) -> Any:
+    @_command("ckptlink")
+    def ckptlink(self) -> None:
         """Keep LOCAL's checkpoints in DRIVE_DIR: a symlink, or with --mirror a
         background copy, so that a disconnect loses nothing."""
-        from . import checkpoints
-
-        if args.stop:
-            return checkpoints.stop_mirror(args.local)
-        if args.status:
-            return checkpoints.mirror_status()
-        if args.local is None or args.drive_dir is None:
-            raise ColabMagicError("give LOCAL and DRIVE_DIR, or --stop / --status")
-        return checkpoints.link_checkpoints(
-            args.local,
-            args.drive_dir,
-            mirror=args.mirror,
-            every=args.every,
-            keep=args.keep,
-            force=args.force,
-        )
 
     @line_magic
-    @_with_args("timeread")
-    def timeread(self, args: Any) -> Any:
+    @_command("timeread")
+    def timeread(self) -> None:
         """Measure what reading PATH costs from Drive, against local disk."""
-        from .timeread import timeread
-
-        return timeread(
-            args.path,
-            files=args.files,
-            workers=self._workers(args),
-            local=args.local,
-            quiet=self._quiet(args),
-        )
 
     @line_magic
-    @_with_args("drive")
-    def drive(self, args: Any) -> Any:
+    @_command("drive")
+    def drive(self) -> None:
         """Show where Drive is and how it is doing; --fake DIR mounts a simulated Drive."""
-        from . import status
-
-        if args.unmount:
-            return status.unmount()
-        if args.remount:
-            return status.remount()
-        if args.fake:
-            return status.fake(args.fake, profile=args.profile)
-        return status.drive_status()
 
 
 def load(ip: Any) -> None:
@@ -189,6 +143,7 @@ def unload(ip: Any) -> None:
     for kind, names in instance.magics.items():
         for name in names:
             manager.magics[kind].pop(name, None)
+    source.set_retries(source.RETRIES)
     from . import checkpoints
 
     checkpoints.stop_all_mirrors()

@@ -56,7 +56,7 @@ def workers(count: int | None = None) -> int:
     if count is None:
         return WORKERS
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_WORKERS:
-        raise ColabMagicError(f"--workers must be between 1 and {MAX_WORKERS}, not {count!r}")
+        raise ColabMagicError(f"--workers must be 1 or more, at most {MAX_WORKERS}; not {count!r}")
     return count
 
 
