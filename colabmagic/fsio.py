@@ -158,6 +158,8 @@ def free_bytes(path: Path) -> int | None:
         st = os.statvfs(path)
     except OSError:
         return None
+    if st.f_blocks == 0:  # a FUSE file system without statfs reports all zeros
+        return None
     return st.f_bavail * st.f_frsize
 
 

@@ -316,6 +316,16 @@ def test_free_space_is_checked_first_and_both_numbers_are_said(ip, drive_root, m
     assert sorted(os.listdir(drive_root / "MyDrive")) == ["train"]
 
 
+def test_a_file_system_that_does_not_say_its_free_space_is_not_refused(ip, drive_root, monkeypatch):
+    # A FUSE file system without statfs reports zero blocks: unknown, not full.
+    files = make_folder(drive_root / "MyDrive" / "train", 5)
+    zeros = os.statvfs_result((4096, 4096, 0, 0, 0, 0, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda path: zeros)
+    result = ip.run_line_magic("packdrive", "train")
+    assert result.action == "packed"
+    assert zip_contents(result.archives[0]) == {f"train/{k}": v for k, v in files.items()}
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_a_drive_too_small_is_refused_before_writing(ip, drive_root):
     rng = random.Random(6)
