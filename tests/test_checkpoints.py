@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tree
+from conftest import tree as conftest_tree
 from IPython.core.error import UsageError
 
 import colabmagic
@@ -30,6 +30,15 @@ def write(path: Path, data: bytes, mtime: float | None = None) -> Path:
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
+
+
+def tree(folder: Path) -> dict[str, bytes | str]:
+    """Every file under FOLDER but the mirror's manifests (in its hidden .colabmagic/)."""
+    return {k: v for k, v in conftest_tree(folder).items() if not k.startswith(".colabmagic")}
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
 def wait_for(condition, timeout: float = 10.0) -> bool:
@@ -326,11 +335,11 @@ def test_mirror_keep_prunes_drive_and_skips_what_it_would_prune(drive_root, work
         write(workdir / "ckpt" / f"epoch={i}.ckpt", b"%d" % i)
     mirror.sync_now()
     assert mirror.sync_now() == 2
-    assert sorted(os.listdir(drive_root / "MyDrive" / "run")) == ["epoch=2.ckpt", "epoch=3.ckpt"]
+    assert listing(drive_root / "MyDrive" / "run") == ["epoch=2.ckpt", "epoch=3.ckpt"]
     write(workdir / "ckpt" / "epoch=4.ckpt", b"4")
     mirror.sync_now()
     mirror.sync_now()
-    assert sorted(os.listdir(drive_root / "MyDrive" / "run")) == ["epoch=3.ckpt", "epoch=4.ckpt"]
+    assert listing(drive_root / "MyDrive" / "run") == ["epoch=3.ckpt", "epoch=4.ckpt"]
     assert [p.name for p in mirror.pruned] == ["epoch=2.ckpt"]
 
 
@@ -413,7 +422,7 @@ def test_ctrl_c_during_an_upload_leaves_nothing_that_looks_complete(tmp_path, wo
                 mirror.sync_now()
                 time.sleep(10)  # not reached unless the upload beat the signal
             run = root / "MyDrive" / "run"
-            assert os.listdir(run) == []  # neither the checkpoint nor its .partial
+            assert listing(run) == []  # neither the checkpoint nor its .partial
             assert colabmagic.latest_checkpoint(run) is None
             assert mirror.sync_now() == 1  # the next sync completes normally
             assert (run / "epoch=1-step=10.ckpt").read_bytes() == data

@@ -1,17 +1,26 @@
 """The mirror: LOCAL stays on local disk, a daemon thread copies it to DRIVE_DIR.
 
-A file is copied only once its size and mtime held still across two scans (a
-checkpoint being written is never uploaded half-done), as ``name.partial`` then
-renamed, so Drive never holds a truncated checkpoint under its real name.  Errors in
-the thread are recorded (`mirror_status`) and retried at the next scan; they never
-reach the training loop.  Starting a mirror on an empty LOCAL first copies DRIVE_DIR
-back: the resume after a disconnect.
+What goes up is a unit (`names.group`): a file, a checkpoint folder, a Keras pair, a
+shard set.  A unit is uploaded only when it is whole, all its files held still across
+two scans, and no process holds any of them open for writing (`writers`: a training
+loop that pauses mid-save keeps its file open, which stability alone cannot see).
+Each file goes up as ``name.partial`` and is renamed; a new checkpoint folder goes up
+as ``NAME.partial/`` and is renamed whole; a pair or a shard set sends its index
+last.  Then a manifest (`manifest`) records each file's size, mtime and sha256.
+
+Errors in the thread are recorded (`mirror_status`) and retried at the next scan;
+they never reach the training loop.  Starting a mirror clears its own leftovers in
+Drive (``*.partial``), refuses to guess when LOCAL and DRIVE_DIR hold different
+versions of a checkpoint and Drive's is not older, and, on an empty LOCAL, copies
+back every whole unit that matches its manifest: the resume after a disconnect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -20,12 +29,60 @@ from pathlib import Path
 from .. import drive, fsio, interrupts, source
 from ..errors import ColabMagicError
 from ..results import Result, size
-from .names import IN_PROGRESS, list_checkpoints, looks_like_checkpoint, prune
-from .report import CheckpointLink, ago, files
+from . import manifest
+from .manifest import FileRecord
+from .names import (
+    Unit,
+    checkpoint_of,
+    group,
+    incomplete,
+    list_checkpoints,
+    ordered,
+    prune,
+    walk,
+)
+from .report import CheckpointLink, ago, files, plural
 
 log = logging.getLogger(__name__)
 
 RESUME_WORKERS = 4  # checkpoints are few and large: a few reads in flight fill the link
+MTIME_SLACK_NS = 2 * 10**9  # DriveFS keeps whole seconds
+SHOWN = 3  # names listed in a row before "and N more"
+
+State = tuple[tuple[str, int, int], ...]  # a unit's files: (rel, size, mtime_ns)
+
+
+def writers(paths: list[Path]) -> set[Path]:
+    """Those of PATHS that some process holds open for writing, by a scan of
+    ``/proc/*/fd`` (one readlink per descriptor; the flags are read only for the
+    descriptors that name one of PATHS).  Empty where /proc is not there."""
+    if not paths or not os.path.isdir("/proc/self/fd"):
+        return set()
+    wanted = {os.path.realpath(p): p for p in paths}
+    found: set[Path] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or not ours to look at
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            path = wanted.get(target)
+            if path is None or path in found:
+                continue
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = int(re.search(r"flags:\s*([0-7]+)", info.read()).group(1), 8)
+            except (OSError, AttributeError):
+                continue
+            if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                found.add(path)
+    return found
 
 
 @dataclass(frozen=True)
@@ -39,11 +96,22 @@ class MirrorState:
     last_sync: float | None  # time.time() of the last scan that finished without error
     files_copied: int
     bytes_copied: int
-    pending: int  # files not yet in Drive (waiting to hold still, or failing)
+    pending: int  # units not yet in Drive: changing, being written, failing
     errors: int
     last_error: str | None
     last_error_at: float | None
     failing: bool  # the last scan hit an error
+    pending_names: tuple[str, ...] = ()
+    held_open: tuple[str, ...] = ()  # pending because a process has them open for writing
+    kept_back: int = 0  # not uploaded: older than the --keep newest
+    keep: int | None = None
+    last_copy: float | None = None  # when the last file was renamed into place in DRIVE_DIR
+    colab: bool = False  # DRIVE_DIR is Colab's DriveFS mount
+
+
+def _some(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,24 +135,55 @@ class MirrorStatus(Result):
             errors = "none"
             if m.errors:
                 errors = f"{m.errors:,}; last {ago(m.last_error_at)}: {m.last_error}"
+            pending = f"{m.pending:,} {plural(m.pending, 'checkpoint')} or files"
+            if m.pending_names:
+                pending += f": {_some(m.pending_names)}"
             rows += [
                 (f"{tag}local", str(m.local)),
                 (f"{tag}drive dir", drive.shown(m.drive_dir)),
                 (f"{tag}state", state),
                 (f"{tag}last sync", ago(m.last_sync)),
                 (f"{tag}copied", f"{files(m.files_copied)}, {size(m.bytes_copied)}"),
-                (f"{tag}not yet in Drive", files(m.pending)),
-                (f"{tag}errors", errors),
+                (f"{tag}in Drive", self._in_drive(m)),
+                (f"{tag}not yet in Drive", pending),
             ]
+            if m.held_open:
+                rows.append((f"{tag}being written", _some(m.held_open)))
+            if m.kept_back:
+                rows.append(
+                    (f"{tag}not uploaded", f"{m.kept_back:,} older than the --keep {m.keep} newest")
+                )
+            rows.append((f"{tag}errors", errors))
         return rows
+
+    @staticmethod
+    def _in_drive(m: MirrorState) -> str:
+        if m.last_copy is None:
+            return "nothing copied yet"
+        if m.colab:
+            return (
+                f"copied into the mount {ago(m.last_copy)}; Drive's own upload is not "
+                "observable from the VM"
+            )
+        return f"copied {ago(m.last_copy)}"
 
     def notes(self) -> list[str]:
         if not self.mirrors:
             return ["No mirror is running (start one with %ckptlink LOCAL DRIVE_DIR --mirror)."]
+        if any(m.colab for m in self.mirrors):
+            return [
+                "DriveFS uploads to Google's servers in the background. Before a planned "
+                "stop, %ckptlink --stop (a last sync), then drive.flush_and_unmount()."
+            ]
         return []
 
     def __repr__(self) -> str:
         return f"MirrorStatus(action={self.action!r}, mirrors={len(self.mirrors)})"
+
+
+class _Changed(Exception):
+    """A local file changed, vanished or was opened for writing while it was uploaded:
+    not published, tried again once it holds still."""
 
 
 class Mirror:
@@ -102,49 +201,40 @@ class Mirror:
         self._lock = threading.Lock()  # one scan at a time: thread, sync_now, stop
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._seen: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns), last scan
-        self._synced: dict[str, tuple[int, int]] = {}  # rel -> what Drive holds of it
+        self._seen: dict[str, State] = {}  # unit -> its files at the last scan
+        self._synced: dict[str, State] = {}  # unit -> what Drive holds of it, whole
+        self._files: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) in Drive
+        self._records: dict[str, FileRecord] = {}  # rel -> what went up, for the manifest
         self.files_copied = 0
         self.bytes_copied = 0
-        self.pending = 0
+        self.pending: tuple[str, ...] = ()
+        self.held_open: tuple[str, ...] = ()
+        self.kept_back = 0
         self.errors = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_sync: float | None = None
+        self.last_copy: float | None = None
         self.failing = False
         self.pruned: list[Path] = []
 
     # The scan ---------------------------------------------------------------
 
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        found = {}
-        for dirpath, dirnames, filenames in os.walk(self.local):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.endswith(IN_PROGRESS):
-                    continue
-                path = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                rel = os.path.relpath(path, self.local).replace(os.sep, "/")
-                found[rel] = (st.st_size, st.st_mtime_ns)
-        return found
-
-    @staticmethod
-    def _unit(rel: str) -> str:
-        """The checkpoint a file belongs to: its top checkpoint folder, or itself.
-        A folder such as checkpoint-500/ goes up only when all its files held still."""
-        parts = rel.split("/")
-        for i, part in enumerate(parts[:-1]):
-            if looks_like_checkpoint(part, is_dir=True):
-                return "/".join(parts[: i + 1])
-        return rel
+    def _scan(self) -> tuple[dict[str, Unit], dict[str, State]]:
+        current: dict[str, tuple[int, int]] = {}
+        for rel in walk(self.local):
+            try:
+                st = os.stat(self.local / rel)
+            except OSError:
+                continue  # removed while listing
+            current[rel] = (st.st_size, st.st_mtime_ns)
+        units = {key: u for key, u in group(current).items() if u.kind != "leftover"}
+        states = {key: tuple((rel, *current[rel]) for rel in u.files) for key, u in units.items()}
+        return units, states
 
     def sync_now(self) -> int:
-        """Copy what has held still since the last scan; return how many files went.
-        Never raises: errors are counted and shown by ``mirror_status()``."""
+        """Copy what is whole and has held still since the last scan; return how many
+        files went.  Never raises: errors are counted and shown by ``mirror_status()``."""
         with self._lock:
             try:
                 return self._sync()
@@ -153,34 +243,30 @@ class Mirror:
                 return 0
 
     def _sync(self) -> int:
-        current = self._scan()
-        moving = {self._unit(rel) for rel, st in current.items() if self._seen.get(rel) != st}
-        ready = [
-            rel
-            for rel, st in current.items()
-            if self._seen.get(rel) == st
-            and self._synced.get(rel) != st
-            and self._unit(rel) not in moving
+        units, states = self._scan()
+        waiting = [key for key in units if self._synced.get(key) != states[key]]
+        candidates = [
+            key
+            for key in waiting
+            if self._seen.get(key) == states[key] and incomplete(units[key]) is None
         ]
-        self._seen = current
-        older: set[str] = set()
-        if self.keep is not None:
-            # Checkpoints that --keep would prune at once are not worth uploading.
-            older = {
-                os.path.relpath(c.path, self.local).replace(os.sep, "/")
-                for c in [c for c in list_checkpoints(self.local) if c.numbered][self.keep :]
-            }
-            ready = [rel for rel in ready if self._unit(rel) not in older]
+        self._seen = states
+        older = self._older(units) if self.keep is not None else set()
+        candidates = [key for key in candidates if key not in older]
+        held = writers([self.local / rel for key in candidates for rel in units[key].files])
+        ready = [
+            key for key in candidates if not any(self.local / r in held for r in units[key].files)
+        ]
+        self.held_open = tuple(sorted(set(candidates) - set(ready)))
         # Newest first: if Drive goes away half-way, the latest checkpoint is the one safe.
-        ready.sort(key=lambda rel: current[rel][1], reverse=True)
+        ready.sort(key=lambda key: max(mtime for _, _, mtime in states[key]), reverse=True)
         copied = 0
         failed = False
-        for rel in ready:
+        for key in ready:
             try:
-                if self._upload(rel, current[rel]):
-                    copied += 1
+                copied += self._upload(units[key], states[key])
             except (OSError, ColabMagicError) as error:
-                self._record(error, rel)
+                self._record(error, key)
                 failed = True
                 break  # Drive is likely gone: try again at the next scan
         if copied and self.keep is not None and not failed:
@@ -189,60 +275,157 @@ class Mirror:
             except OSError as error:
                 self._record(error, "pruning")
                 failed = True
-        self.pending = sum(
-            1
-            for rel, st in current.items()
-            if self._synced.get(rel) != st and self._unit(rel) not in older
-        )
+        left = [key for key in waiting if self._synced.get(key) != states[key]]
+        self.pending = tuple(key for key in left if key not in older)
+        self.kept_back = sum(1 for key in left if key in older)
         self.failing = failed
         if not failed:
             self.last_sync = time.time()
         return copied
 
-    def _upload(self, rel: str, state: tuple[int, int]) -> bool:
-        """LOCAL/rel -> DRIVE_DIR/rel.partial -> DRIVE_DIR/rel.  False when the file
-        changed or vanished meanwhile (it is tried again once it holds still)."""
-        source_path = self.local / rel
-        target = self.drive_dir / rel
+    def _older(self, units: dict[str, Unit]) -> set[str]:
+        """Units that --keep would prune at once: not worth uploading."""
+        found = []
+        for unit in units.values():
+            if unit.checkpoint and incomplete(unit) is None:
+                try:
+                    found.append(checkpoint_of(self.local, unit))
+                except OSError:
+                    continue
+        numbered = [c for c in ordered(found) if c.numbered]
+        return {_rel(c.path, self.local) for c in numbered[self.keep :]}
 
-        def upload() -> bool:
-            target.parent.mkdir(parents=True, exist_ok=True)
+    # Uploads ----------------------------------------------------------------
+
+    def _upload(self, unit: Unit, state: State) -> int:
+        """UNIT to DRIVE_DIR, whole; return the files sent.  A unit that changes
+        meanwhile is not published (it goes again once it holds still)."""
+        try:
+            if unit.kind == "folder":
+                sent = self._upload_folder(unit, state)
+            else:
+                sent = self._upload_files(unit, state)
+        except _Changed:
+            return 0
+        self._synced[unit.key] = state
+        self._publish_manifest(unit.key, state)
+        return sent
+
+    def _upload_files(self, unit: Unit, state: State) -> int:
+        """A file, or a pair / shard set with its index sent last.  A set already in
+        Drive loses its index first, so that it is not whole while it changes."""
+        index = [rel for rel, _, _ in state if rel.endswith((".index", ".index.json"))]
+        if unit.kind in ("pair", "shards"):
+            for rel in index:
+                self._drive(lambda rel=rel: fsio.remove_quietly(self.drive_dir / rel), "index")
+            self._drive(lambda: manifest.remove(self.drive_dir, unit.key), "manifest")
+            for rel in index:
+                self._files.pop(rel, None)
+        sent = 0
+        for rel, length, mtime in sorted(state, key=lambda s: s[0] in index):
+            if self._files.get(rel) != (length, mtime):
+                self._put(rel, self.drive_dir / rel, (length, mtime))
+                sent += 1
+        return sent
+
+    def _upload_folder(self, unit: Unit, state: State) -> int:
+        """A new folder goes up as NAME.partial/ and is renamed whole.  One already in
+        Drive is updated in place under a manifest that says so, and only its changed
+        files go (nothing deleted locally is deleted in Drive)."""
+        target = self.drive_dir / unit.key
+        if not self._drive(target.exists, "checking"):
+            staging = fsio.partial_of(target)
+            self._drive(lambda: fsio.remove_quietly(staging), "clearing")
             try:
-                reader = open(source_path, "rb", buffering=0)  # noqa: SIM115 - closed below
-            except FileNotFoundError:
-                return False  # deleted by the training code (checkpoint rotation)
-            with reader:
-                fsio.atomic_copy(
-                    iter(lambda: reader.read(fsio.CHUNK), b""),
-                    target,
-                    size=state[0],
-                    times_ns=(state[1], state[1]),
-                    before_publish=unchanged,
-                )
-            return True
+                for rel, length, mtime in state:
+                    inner = rel[len(unit.key) + 1 :]
+                    self._put(rel, staging / inner, (length, mtime), count=False)
+                self._still(state)
+                self._drive(lambda: os.rename(staging, target), f'renaming "{unit.key}"')
+            except BaseException:
+                fsio.remove_quietly(staging)
+                raise
+            for rel, length, mtime in state:
+                self._sent(rel, (length, mtime))
+            return len(state)
+        self._drive(
+            lambda: manifest.write(self.drive_dir, unit.key, {}, state=manifest.UPDATING),
+            "manifest",
+        )
+        for rel in walk(target):  # an old mirror's half upload inside the folder
+            if rel.endswith(fsio.PARTIAL):
+                self._drive(lambda rel=rel: fsio.remove_quietly(target / rel), "clearing")
+        sent = 0
+        for rel, length, mtime in state:
+            if self._files.get(rel) != (length, mtime):
+                self._put(rel, self.drive_dir / rel, (length, mtime))
+                sent += 1
+        return sent
 
-        def unchanged(partial: Path) -> None:
-            after = os.stat(source_path)
-            if (after.st_size, after.st_mtime_ns) != state:
-                raise _Changed
+    def _put(self, rel: str, dest: Path, state: tuple[int, int], *, count: bool = True) -> None:
+        """LOCAL/REL -> DEST.partial -> DEST, hashed on the way; raises _Changed when
+        the local file is not the version STATE any more, or is open for writing."""
+        source_path = self.local / rel
+        digest: list[str] = []
+
+        def attempt() -> None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            sha = hashlib.sha256()
+            read = [0]
+
+            def chunks():
+                with open(source_path, "rb", buffering=0) as reader:
+                    while chunk := reader.read(fsio.CHUNK):
+                        sha.update(chunk)
+                        read[0] += len(chunk)
+                        yield chunk
+
+            def check(partial: Path) -> None:
+                if read[0] != state[0]:
+                    raise _Changed
+                self._still(((rel, *state),))
+
+            fsio.atomic_copy(chunks(), dest, times_ns=(state[1], state[1]), before_publish=check)
+            digest[:] = [sha.hexdigest()]
 
         try:
-            done = source.retrying(upload, what=f'uploading "{rel}" to Drive')
-        except _Changed:
-            return False
+            source.retrying(attempt, what=f'uploading "{rel}" to {drive.shown(self.drive_dir)}')
         except FileNotFoundError:
             if source_path.exists():
-                raise  # Drive's side, not a checkpoint rotated away
-            return False
-        except ColabMagicError as error:
-            if "changed while it was being copied" in str(error):
-                return False
-            raise
-        if done:
-            self._synced[rel] = state
-            self.files_copied += 1
-            self.bytes_copied += state[0]
-        return done
+                raise  # Drive's side
+            raise _Changed from None  # rotated away by the training code
+        self._records[rel] = FileRecord(state[0], state[1], digest[0])
+        if count:
+            self._sent(rel, state)
+
+    def _sent(self, rel: str, state: tuple[int, int]) -> None:
+        self._files[rel] = state
+        self.files_copied += 1
+        self.bytes_copied += state[0]
+        self.last_copy = time.time()
+
+    def _still(self, state: State) -> None:
+        """Raise _Changed unless each file of STATE is as it was and nobody writes it."""
+        for rel, length, mtime in state:
+            try:
+                st = os.stat(self.local / rel)
+            except FileNotFoundError:
+                raise _Changed from None
+            if (st.st_size, st.st_mtime_ns) != (length, mtime):
+                raise _Changed
+        if writers([self.local / rel for rel, _, _ in state]):
+            raise _Changed
+
+    def _publish_manifest(self, key: str, state: State) -> None:
+        records = {
+            rel: self._records.get(rel) or FileRecord(length, mtime, None)
+            for rel, length, mtime in state
+        }
+        self._drive(lambda: manifest.write(self.drive_dir, key, records), f'manifest of "{key}"')
+
+    def _drive(self, action, what: str):
+        """ACTION() on Drive, through the one retry policy."""
+        return source.retrying(action, what=f"{what} in {drive.shown(self.drive_dir)}")
 
     def _record(self, error: BaseException, where: str) -> None:
         self.errors += 1
@@ -253,49 +436,19 @@ class Mirror:
 
     # Start, resume, stop ------------------------------------------------------
 
-    def seed(self) -> None:
-        """Take the first scan now; files Drive already holds (same size, mtime within
-        2 s: DriveFS keeps whole seconds) count as copied."""
-        current = self._scan()
-        for rel, (length, mtime_ns) in current.items():
-            try:
-                st = os.stat(self.drive_dir / rel)
-            except OSError:
-                continue
-            if st.st_size == length and abs(st.st_mtime_ns - mtime_ns) < 2 * 10**9:
-                self._synced[rel] = (length, mtime_ns)
-        self._seen = current
-        self.pending = sum(1 for rel, st in current.items() if self._synced.get(rel) != st)
-
-    def copy_back(self) -> int:
-        """Copy every file of DRIVE_DIR into the empty LOCAL (the resume after a
-        disconnect); several at a time, each as .partial then renamed."""
-        jobs = []
-        for dirpath, dirnames, filenames in os.walk(self.drive_dir):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.endswith(IN_PROGRESS):
-                    continue
-                path = Path(dirpath) / name
-                jobs.append((path, self.local / path.relative_to(self.drive_dir)))
-
-        def fetch(job: tuple[Path, Path]) -> None:
-            path, target = job
-            target.parent.mkdir(parents=True, exist_ok=True)
-            reader = source.SourceFile(path)
-            try:
-                st = os.stat(path)
-                fsio.atomic_copy(
-                    reader.chunks(),
-                    target,
-                    size=reader.size,
-                    times_ns=(st.st_atime_ns, st.st_mtime_ns),
-                )
-            finally:
-                reader.close()
-
-        list(interrupts.run_all(fetch, jobs, workers=RESUME_WORKERS, name="colabmagic-resume"))
-        return len(jobs)
+    def seed(self, in_drive: dict[str, State], replaced: set[str]) -> None:
+        """Take the first scan now.  Units that Drive already holds alike (same files,
+        sizes, mtimes within 2 s) count as copied; those in REPLACED, where LOCAL is
+        newer, go up at the next scans."""
+        units, states = self._scan()
+        for key, state in states.items():
+            theirs = in_drive.get(key)
+            if key not in replaced and theirs is not None and _alike(state, theirs):
+                self._synced[key] = state
+                for rel, length, mtime in state:
+                    self._files[rel] = (length, mtime)
+        self._seen = states
+        self.pending = tuple(key for key in states if self._synced.get(key) != states[key])
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -332,16 +485,184 @@ class Mirror:
             last_sync=self.last_sync,
             files_copied=self.files_copied,
             bytes_copied=self.bytes_copied,
-            pending=self.pending,
+            pending=len(self.pending),
             errors=self.errors,
             last_error=self.last_error,
             last_error_at=self.last_error_at,
             failing=self.failing,
+            pending_names=self.pending,
+            held_open=self.held_open,
+            kept_back=self.kept_back,
+            keep=self.keep,
+            last_copy=self.last_copy,
+            colab=drive.in_colab(),
         )
 
 
-class _Changed(Exception):
-    """The local file changed while it was uploaded: not published, tried again later."""
+def _rel(path: Path, folder: Path) -> str:
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def _alike(ours: State, theirs: State) -> bool:
+    return len(ours) == len(theirs) and all(
+        a[0] == b[0] and a[1] == b[1] and abs(a[2] - b[2]) < MTIME_SLACK_NS
+        for a, b in zip(ours, theirs, strict=True)
+    )
+
+
+def _states(folder: Path, units: dict[str, Unit]) -> dict[str, State]:
+    states = {}
+    for key, unit in units.items():
+        try:
+            states[key] = tuple(
+                (rel, (st := os.stat(folder / rel)).st_size, st.st_mtime_ns) for rel in unit.files
+            )
+        except OSError:
+            continue
+    return states
+
+
+# --------------------------------------------------------------------------- starting
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a mirror start found in Drive and did about it."""
+
+    cleared: tuple[str, ...] = ()  # leftovers of ours removed from DRIVE_DIR
+    copied_back: int = 0  # files
+    skipped: tuple[str, ...] = ()  # units not brought back, with why
+    unverified: int = 0  # units brought back that had no manifest to check
+    replaced: tuple[str, ...] = ()  # units where LOCAL is newer and replaces Drive's
+
+
+def clear_leftovers(drive_dir: Path) -> tuple[str, ...]:
+    """Remove what a killed mirror left in DRIVE_DIR: its ``.partial`` files and
+    folders (and those of the manifests), matched by that naming only."""
+    cleared = []
+    for unit in group(walk(drive_dir)).values():
+        if unit.kind == "leftover" and unit.key.endswith(fsio.PARTIAL):
+            fsio.remove_quietly(drive_dir / unit.key)
+            cleared.append(unit.key)
+    manifests = manifest.folder(drive_dir)
+    if manifests.is_dir():
+        for rel in walk(manifests):
+            if rel.endswith(fsio.PARTIAL):
+                fsio.remove_quietly(manifests / rel)
+    return tuple(cleared)
+
+
+def conflicts(local: Path, drive_dir: Path) -> tuple[dict[str, State], set[str]]:
+    """DRIVE_DIR's units, and the names where LOCAL holds a newer version.  Where
+    they differ and Drive's is not older (by mtime, and matching its manifest), refuse
+    with both paths: copying either way could lose the checkpoint someone wants."""
+    ours = _states(local, {k: u for k, u in group(walk(local)).items() if u.kind != "leftover"})
+    drive_units = {k: u for k, u in group(walk(drive_dir)).items() if u.kind != "leftover"}
+    theirs = _states(drive_dir, drive_units)
+    newer, refused = set(), []
+    for key in sorted(ours.keys() & theirs.keys()):
+        if _alike(ours[key], theirs[key]):
+            continue
+        damaged = manifest.mismatch(drive_dir, manifest.read(drive_dir, key))
+        if (
+            damaged
+            or max(m for *_, m in ours[key]) > max(m for *_, m in theirs[key]) + MTIME_SLACK_NS
+        ):
+            newer.add(key)
+        else:
+            refused.append(key)
+    if refused:
+        key = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise ColabMagicError(
+            f'"{local / key}" and "{drive_dir / key}" differ and the copy in Drive is not '
+            f"older{more}; nothing was copied: move one of them aside, or start with an "
+            "empty LOCAL to resume from Drive"
+        )
+    return theirs, newer
+
+
+def copy_back(local: Path, drive_dir: Path) -> Start:
+    """Copy every whole unit of DRIVE_DIR that matches its manifest into the empty
+    LOCAL (the resume after a disconnect), several at a time, each unit whole: files
+    as ``.partial`` then renamed, a folder as ``NAME.partial/`` then renamed."""
+    units = group(walk(drive_dir))
+    skipped = []
+    jobs = []
+    for unit in units.values():
+        if unit.kind == "leftover":
+            continue
+        if (reason := incomplete(unit)) is not None:
+            skipped.append(f"{unit.key}: {reason}")
+        else:
+            jobs.append(unit)
+
+    def fetch(unit: Unit) -> tuple[int, bool, str | None]:
+        record = manifest.read(drive_dir, unit.key)
+        if reason := manifest.mismatch(drive_dir, record):
+            return 0, False, f"{unit.key}: {reason}"
+        final = local / unit.key
+        staging = fsio.partial_of(final) if unit.kind == "folder" else None
+        order = sorted(unit.files, key=lambda rel: rel.endswith((".index", ".index.json")))
+        done = []
+        try:
+            for rel in order:
+                dest = local / rel if staging is None else staging / rel[len(unit.key) + 1 :]
+                expected = record.files.get(rel) if record is not None else None
+                _fetch(drive_dir / rel, dest, expected)
+                done.append(dest)
+            if staging is not None:
+                os.rename(staging, final)
+        except _Mismatch as error:
+            for path in [staging] if staging is not None else done:
+                fsio.remove_quietly(path)
+            return 0, False, f"{unit.key}: {error}"
+        except BaseException:
+            for path in [staging] if staging is not None else done:
+                fsio.remove_quietly(path)
+            raise
+        return len(unit.files), record is None, None
+
+    copied = unverified = 0
+    for sent, bare, reason in interrupts.run_all(
+        fetch, jobs, workers=RESUME_WORKERS, name="colabmagic-resume"
+    ):
+        copied += sent
+        unverified += bool(sent and bare)
+        if reason:
+            skipped.append(reason)
+    return Start(copied_back=copied, skipped=tuple(skipped), unverified=unverified)
+
+
+class _Mismatch(Exception):
+    """What came back from Drive is not what the manifest recorded."""
+
+
+def _fetch(path: Path, dest: Path, expected: FileRecord | None) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    reader = source.SourceFile(path)
+    sha = hashlib.sha256()
+
+    def chunks():
+        for chunk in reader.chunks():
+            sha.update(chunk)
+            yield chunk
+
+    def check(partial: Path) -> None:
+        if expected is not None and expected.sha256 and sha.hexdigest() != expected.sha256:
+            raise _Mismatch(f"{path.name}'s bytes differ from its manifest (sha256)")
+
+    try:
+        st = os.stat(path)
+        fsio.atomic_copy(
+            chunks(),
+            dest,
+            size=reader.size,
+            times_ns=(st.st_atime_ns, st.st_mtime_ns),
+            before_publish=check,
+        )
+    finally:
+        reader.close()
 
 
 # --------------------------------------------------------------------------- the running mirrors
@@ -366,7 +687,7 @@ def running_mirror(local: Path) -> Mirror | None:
 
 
 def mirror_status() -> MirrorStatus:
-    """Every running mirror: where, last sync, files copied, files waiting, last error."""
+    """Every running mirror: where, last sync, files copied, what waits, last error."""
     with _mirrors_lock:
         mirrors = list(_mirrors.values())
     return MirrorStatus(tuple(m.state() for m in mirrors))
@@ -403,7 +724,8 @@ def stop_all_mirrors() -> None:
 
 @interrupts.deferred()
 def start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -> CheckpointLink:
-    """Mirror LOCAL to DRIVE_DIR (after copying DRIVE_DIR back if LOCAL is empty)."""
+    """Mirror LOCAL to DRIVE_DIR: clear our leftovers in Drive, copy DRIVE_DIR back if
+    LOCAL is empty, settle conflicts, then start the thread."""
     from .link import make_dir, prune_or_fail
 
     running = running_mirror(local)
@@ -413,7 +735,7 @@ def start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -
             "%ckptlink --stop first"
         )
     action = "running"
-    copied_back = 0
+    start = Start()
     pruned: list[Path] = []
     if running is None:
         if local.is_symlink():
@@ -427,16 +749,26 @@ def start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -
         make_dir(drive_dir)
         running = Mirror(local, drive_dir, every, keep)
         action = "mirroring"
-        if not _holds_files(local) and list_checkpoints(drive_dir):
-            try:
-                copied_back = running.copy_back()
-            except (OSError, ColabMagicError) as error:
-                raise ColabMagicError(
-                    f"copying checkpoints back from {drive.shown(drive_dir)} failed: {error}"
-                ) from None
-            action = "resumed"
+        try:
+            cleared = source.retrying(lambda: clear_leftovers(drive_dir), what="clearing")
+        except (OSError, ColabMagicError) as error:
+            raise ColabMagicError(
+                f"clearing leftovers in {drive.shown(drive_dir)} failed: {error}"
+            ) from None
+        try:
+            if not _holds_files(local) and list_checkpoints(drive_dir):
+                start = copy_back(local, drive_dir)
+                action = "resumed"
+        except (OSError, ColabMagicError) as error:
+            raise ColabMagicError(
+                f"copying checkpoints back from {drive.shown(drive_dir)} failed: {error}"
+            ) from None
+        in_drive, newer = conflicts(local, drive_dir)
+        start = Start(
+            cleared, start.copied_back, start.skipped, start.unverified, tuple(sorted(newer))
+        )
         pruned = prune_or_fail(drive_dir, keep)
-        running.seed()
+        running.seed(in_drive, newer)
         with _mirrors_lock:
             _mirrors[local] = running
         running.start()
@@ -449,12 +781,17 @@ def start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -
         checkpoints=found,
         latest=found[0] if found else None,
         action=action,
-        copied_back=copied_back,
+        copied_back=start.copied_back,
         pruned=tuple(pruned),
         every=running.every,
         mirror=running,
+        skipped=start.skipped,
+        cleared=start.cleared,
+        unverified=start.unverified,
+        replaced=start.replaced,
     )
 
 
 def _holds_files(folder: Path) -> bool:
-    return any(filenames for _, _, filenames in os.walk(folder))
+    """FOLDER holds a file that is not a leftover of an interrupted resume."""
+    return any(not rel.endswith(fsio.PARTIAL) for rel in walk(folder))

@@ -20,6 +20,15 @@ TRASH_NOTE = (
 )
 
 
+def _link_target(local: Path) -> str:
+    import os
+
+    try:
+        return drive.shown(os.readlink(local))
+    except OSError:
+        return "(not a link)"
+
+
 def plural(n: int, word: str) -> str:
     if n == 1:
         return word
@@ -52,11 +61,18 @@ class CheckpointLink(Result):
     every: float | None = None
     warnings: tuple[str, ...] = ()
     mirror: Mirror | None = field(default=None, compare=False)
+    skipped: tuple[str, ...] = ()  # units in Drive not brought back, with why
+    cleared: tuple[str, ...] = ()  # leftovers of an interrupted upload, removed from Drive
+    unverified: int = 0  # units brought back without a manifest to check them against
+    replaced: tuple[str, ...] = ()  # LOCAL holds a newer version: it replaces Drive's
 
     title = "%ckptlink"
 
     def rows(self) -> list[tuple[str, str]]:
-        arrow = "→ (symlink)" if self.mode == "link" else f"→ (copied every {self.every:g} s)"
+        if self.mode == "link":
+            arrow = f"→ {_link_target(self.local)}"
+        else:
+            arrow = f"→ (copied every {self.every:g} s)"
         rows = [
             ("mode", self.mode),
             ("action", self.action),
@@ -73,6 +89,12 @@ class CheckpointLink(Result):
             rows.append(("moved into Drive", f"{self.moved:,} " + plural(self.moved, "entry")))
         if self.copied_back:
             rows.append(("copied back from Drive", files(self.copied_back)))
+        if self.skipped:
+            rows.append(("not brought back", "; ".join(self.skipped)))
+        if self.replaced:
+            rows.append(("LOCAL is newer", ", ".join(self.replaced) + ": replaces Drive's copy"))
+        if self.cleared:
+            rows.append(("cleared in Drive", ", ".join(self.cleared)))
         if self.pruned:
             rows.append(("pruned", ", ".join(p.name for p in self.pruned)))
         return rows
@@ -85,6 +107,20 @@ class CheckpointLink(Result):
             notes.append(
                 f"New and changed files go to Drive every {self.every:g} s and at exit; "
                 "%ckptlink --status shows the mirror, %ckptlink --stop ends it."
+            )
+        if self.skipped:
+            notes.append(
+                f"{len(self.skipped)} {plural(len(self.skipped), 'checkpoint')} in Drive "
+                "were not whole (an upload cut short) and were not brought back."
+            )
+        if self.unverified:
+            notes.append(
+                f"{self.unverified} brought back had no manifest (not written by the mirror): "
+                "copied as they are."
+            )
+        if self.cleared:
+            notes.append(
+                f"Removed {len(self.cleared)} leftovers of an interrupted upload. {TRASH_NOTE}"
             )
         if self.latest is not None:
             notes.append(f"Resume from: {self.latest.path}")
