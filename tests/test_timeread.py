@@ -154,6 +154,13 @@ def test_python_and_cli_twins(drive_root, capsys):
     assert out.startswith("%timeread") and "sample" in out
 
 
+@pytest.mark.parametrize("workers", [0, -3, 257, 2.5, True])
+def test_the_python_twin_checks_workers_as_the_magic_does(drive_root, workers):
+    (drive_root / "MyDrive" / "a.txt").write_text("a")
+    with pytest.raises(colabmagic.ColabMagicError, match="--workers must be 1 or more"):
+        colabmagic.timeread("My Drive/a.txt", workers=workers, quiet=True)
+
+
 def test_default_path_is_all_of_mydrive(drive_root):
     (drive_root / "MyDrive" / "a.txt").write_text("a")
     (drive_root / "MyDrive" / "sub").mkdir()

@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 import time
 
-from .. import drive, interrupts
+from .. import drive, interrupts, source
 from ..errors import ColabMagicError
-from ..source import WORKERS
 from . import measure, report
 from .report import TimeReadResult
 
@@ -28,7 +27,7 @@ def timeread(
     path: str | os.PathLike | None = None,
     *,
     files: int = 100,
-    workers: int = WORKERS,
+    workers: int | None = None,
     local: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
@@ -37,14 +36,14 @@ def timeread(
     disk, per file and per epoch, what `%stage` would cost, and which to use.
 
     FILES is the size of the random sample, WORKERS the files in flight in the
-    parallel pass, LOCAL the folder on local disk for the cold copies, SEED picks the
-    sample (the same seed picks the same files, which are then warm: the result says
-    so).  Takes well under a minute even on a slow Drive: see `measure`.
+    parallel pass (default: the `ColabMagic.workers` trait's default, 16), LOCAL the
+    folder on local disk for the cold copies, SEED picks the sample (the same seed
+    picks the same files, which are then warm: the result says so).  Takes well under
+    a minute even on a slow Drive: see `measure`.
     """
     if files < 1:
         raise ColabMagicError("--files must be 1 or more")
-    if workers < 1:
-        raise ColabMagicError("--workers must be 1 or more")
+    workers = source.workers(workers)
     text = "My Drive" if path is None else os.fspath(path)
     top = drive.resolve(text)
     with interrupts.deferred():  # after resolve: mounting Drive must stay interruptible
