@@ -19,11 +19,13 @@ from .errors import ColabMagicError
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchiveDataset",
     "ColabMagicError",
     "drive_status",
     "latest_checkpoint",
     "link_checkpoints",
     "load_ipython_extension",
+    "open_archive",
     "pack",
     "stage",
     "timeread",
@@ -56,6 +58,8 @@ _TWINS = {
     "link_checkpoints": "checkpoints",
     "latest_checkpoint": "checkpoints",
     "drive_status": "status",
+    "open_archive": "inplace",
+    "ArchiveDataset": "inplace",
 }
 
 

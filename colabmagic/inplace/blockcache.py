@@ -1,0 +1,326 @@
+"""A local block cache of an archive on Drive, shared by every process that reads it.
+
+The archive is cut into aligned blocks (`BLOCK`, 4 MiB); each block read from Drive is
+written at its own offset in one sparse local file, and marked in a map file (one
+byte per block) only after its bytes are written, so a reader never sees a marked
+block without its data.  Processes (a DataLoader's workers) share the two files and
+coordinate with ``fcntl`` record locks on the block's map byte: a fetcher holds it
+exclusively while it reads the block from Drive, so one block is fetched once however
+many workers want it; a reader holds it shared while it reads a cached block, so an
+eviction (which takes it exclusively, clears the mark and punches the block out of
+the file) never pulls the bytes from under it.  The cache is bounded (`limit`): past
+it, a random unlocked block is evicted to make room.
+
+Reads from Drive go through `SourceFile`, so a drop-out is retried by the shared
+policy and a changed archive is refused.  Read-ahead: when the whole archive fits
+the cache, the first miss starts one thread per process that fills the missing
+blocks in file order, so that a random-order first epoch still reads Drive front to
+back in large reads; otherwise, a miss that follows the previous one starts the next
+`AHEAD` blocks in that thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import mmap
+import os
+import random
+import threading
+from pathlib import Path
+
+from ..source import SourceFile
+
+log = logging.getLogger(__name__)
+
+BLOCK = 4 << 20
+AHEAD = 2  # blocks read ahead of a sequential reader when the archive does not fit
+
+
+def default_limit(cache_dir: Path, size: int) -> int:
+    """The cache bound when none is given: the whole archive, if it fits in half of
+    the free space where the cache lives, else that half."""
+    from ..fsio import free_bytes
+
+    free = free_bytes(cache_dir)
+    return size if free is None else max(BLOCK, min(size, free // 2))
+
+
+class BlockCache:
+    """PREAD(offset, n) of SOURCE, served from local blocks, fetched once from Drive."""
+
+    def __init__(
+        self,
+        source: Path,
+        cache_dir: Path,
+        *,
+        limit: int | None = None,
+        block: int | None = None,
+        retries: int | None = None,
+    ) -> None:
+        self.path = source
+        self.retries = retries
+        self._reader = SourceFile(source, retries=retries)  # the version seen now
+        self.size = self._reader.size
+        self.block = block = block or BLOCK
+        self.blocks = max(1, -(-self.size // block))
+        self.folder = cache_dir / "blocks"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        st = os.stat(source)
+        digest = hashlib.sha256(os.fsencode(os.path.abspath(source))).hexdigest()[:24]
+        self.stem = f"{digest}-{st.st_size}-{st.st_mtime_ns}-{block}"
+        self.limit = default_limit(self.folder, self.size) if limit is None else limit
+        # The whole archive, if the bound allows it; else whole blocks under the bound.
+        self.limit_blocks = self.blocks if self.limit >= self.size else max(1, self.limit // block)
+        self._forget_older(digest)
+        self._pid = -1
+        self._setup()
+
+    # ------------------------------------------------------------------ per process
+
+    def _setup(self) -> None:
+        """Descriptors, locks and threads of this process (again after a fork)."""
+        self._pid = os.getpid()
+        data = self.folder / f"{self.stem}.data"
+        marks = self.folder / f"{self.stem}.map"
+        self._data = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._map = os.open(marks, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if os.fstat(self._data).st_size != self.size:
+            os.ftruncate(self._data, self.size)  # sparse: blocks take space once written
+        if os.fstat(self._map).st_size != self.blocks:
+            os.ftruncate(self._map, self.blocks)
+        self._marks = mmap.mmap(self._map, self.blocks)
+        self._guard = threading.Lock()
+        self._room = threading.Lock()
+        self._locks: dict[int, threading.Lock] = {}
+        self._local = threading.local()
+        self._wanted: list[int] = []
+        self._wake = threading.Condition(self._guard)
+        self._filler: threading.Thread | None = None
+        self._fill_all = self.blocks <= self.limit_blocks
+        self._last_miss = -2
+        self._stop = False
+        self.fetched = 0  # blocks this process read from Drive
+
+    def _check_pid(self) -> None:
+        if os.getpid() != self._pid:
+            # A forked child: the parent's locks and threads are not ours.  Its
+            # descriptors are, but POSIX record locks belong to a process: open anew.
+            with contextlib.suppress(OSError, ValueError):
+                self._marks.close()
+            self._setup()
+
+    def _forget_older(self, digest: str) -> None:
+        with contextlib.suppress(OSError):
+            for old in self.folder.iterdir():
+                if old.name.startswith(digest + "-") and not old.name.startswith(self.stem + "."):
+                    old.unlink(missing_ok=True)
+
+    def _source(self) -> SourceFile:
+        # One descriptor per thread: a retry closes and re-opens its own only.
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = self._reader.twin()
+        return reader
+
+    def _lock(self, b: int) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(b)
+            if lock is None:
+                lock = self._locks[b] = threading.Lock()
+            return lock
+
+    # ------------------------------------------------------------------ reading
+
+    def pread(self, offset: int, n: int) -> bytes:
+        self._check_pid()
+        end = min(offset + n, self.size)
+        if offset >= end:
+            return b""
+        first, last = offset // self.block, (end - 1) // self.block
+        pieces = []
+        for b in range(first, last + 1):
+            lo = max(offset, b * self.block)
+            hi = min(end, (b + 1) * self.block)
+            pieces.append(self._read(b, lo, hi))
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _read(self, b: int, lo: int, hi: int) -> bytes:
+        with self._lock(b):
+            if self._marks[b]:
+                fcntl.lockf(self._map, fcntl.LOCK_SH, 1, b)
+                try:
+                    if self._marks[b]:
+                        return os.pread(self._data, hi - lo, lo)
+                finally:
+                    fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+            fcntl.lockf(self._map, fcntl.LOCK_EX, 1, b)
+            try:
+                if self._marks[b]:  # another process fetched it while we waited
+                    return os.pread(self._data, hi - lo, lo)
+                data = self._fetch(b)
+            finally:
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+        self._after_miss(b)
+        start = b * self.block
+        return data[lo - start : hi - start]
+
+    def _fetch(self, b: int) -> bytes:
+        """Read block B from Drive and keep it (the caller holds its locks)."""
+        start = b * self.block
+        want = min(self.block, self.size - start)
+        data = self._source().pread(start, want)
+        if len(data) != want:
+            raise OSError(errno.EIO, f'"{self.path}" is shorter than when it was opened')
+        # Counting the cached blocks, evicting and storing are one step for all
+        # threads and processes (the lock on the map byte past the last block), or
+        # two of them could each take the last free place.
+        with self._room:
+            fcntl.lockf(self._map, fcntl.LOCK_EX, 1, self.blocks)
+            try:
+                if self._make_room(b) and os.pwrite(self._data, data, start) == want:
+                    self._marks[b] = 1  # data first, then the mark (MAP_SHARED: seen by all)
+            finally:
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, self.blocks)
+        self.fetched += 1
+        return data
+
+    def _make_room(self, keep: int) -> bool:
+        """Whether block KEEP may be stored, evicting others to stay under the limit."""
+        over = self._marks[:].count(1) - self.limit_blocks + 1
+        if over <= 0:
+            return True
+        cached = [i for i, m in enumerate(self._marks[:]) if m and i != keep]
+        random.shuffle(cached)
+        for victim in cached:
+            if over <= 0:
+                break
+            if self._evict(victim):
+                over -= 1
+        return over <= 0
+
+    def _evict(self, b: int) -> bool:
+        lock = self._lock(b)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            try:
+                fcntl.lockf(self._map, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, b)
+            except OSError:
+                return False  # being read or fetched in another process
+            try:
+                if not self._marks[b]:
+                    return False
+                self._marks[b] = 0  # the mark first: nobody reads it from here on
+                # Without hole punching (an old kernel) the space is not freed.
+                return _punch(self._data, b * self.block, self.block)
+            finally:
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ read-ahead
+
+    def _after_miss(self, b: int) -> None:
+        sequential = b == self._last_miss + 1
+        self._last_miss = b
+        if not (self._fill_all or sequential):
+            return
+        ahead = range(b + 1, min(self.blocks, b + 1 + AHEAD))
+        with self._guard:
+            if self._fill_all:
+                self._wanted = [*range(b + 1, self.blocks), *range(0, b)]
+            else:
+                self._wanted = [i for i in ahead if not self._marks[i]]
+            if self._filler is None or not self._filler.is_alive():
+                self._filler = threading.Thread(
+                    target=self._fill, name="colabmagic-readahead", daemon=True
+                )
+                self._filler.start()
+            self._wake.notify()
+
+    def _fill(self) -> None:
+        try:
+            while True:
+                with self._guard:
+                    while not self._wanted and not self._stop:
+                        if not self._wake.wait(timeout=5):
+                            return  # idle: the thread ends, a later miss starts another
+                    if self._stop:
+                        return
+                    b = self._wanted.pop(0)
+                if self._marks[b]:
+                    continue
+                self._prefetch(b)
+        except Exception as error:  # the reader meets the same error and reports it
+            log.debug("read-ahead of %s stopped: %s", self.path, error)
+        finally:
+            reader = getattr(self._local, "reader", None)
+            if reader is not None:
+                reader.close()
+
+    def _prefetch(self, b: int) -> None:
+        lock = self._lock(b)
+        if not lock.acquire(blocking=False):
+            return  # a reader of this process is fetching it
+        try:
+            try:
+                fcntl.lockf(self._map, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, b)
+            except OSError:
+                return  # another process is fetching it
+            try:
+                if not self._marks[b]:
+                    self._fetch(b)
+            finally:
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+        finally:
+            lock.release()
+
+    def cached_blocks(self) -> int:
+        self._check_pid()
+        return self._marks[:].count(1)
+
+    def close(self) -> None:
+        if os.getpid() != self._pid:
+            return
+        with self._guard:
+            self._stop = True
+            self._wake.notify_all()
+        if self._filler is not None:
+            self._filler.join()
+        self._reader.close()
+        reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            reader.close()
+        with contextlib.suppress(OSError, ValueError, BufferError):
+            self._marks.close()
+        for fd in (self._data, self._map):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+_FALLOC_FL_PUNCH_HOLE = 2
+_fallocate = None
+
+
+def _punch(fd: int, offset: int, length: int) -> bool:
+    """Free LENGTH bytes at OFFSET of FD (they read as zeros); False where unsupported."""
+    global _fallocate
+    if _fallocate is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            func = libc.fallocate
+            func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            _fallocate = func
+        except (OSError, AttributeError):
+            _fallocate = False
+    if not _fallocate:
+        return False
+    return _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0
