@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -429,3 +434,298 @@ def test_ctrl_c_during_an_upload_leaves_nothing_that_looks_complete(tmp_path, wo
         finally:
             checkpoints.stop_all_mirrors()
             drive.use_root(None)
+
+
+# --------------------------------------------------------------------------- naming and units
+
+# name -> (files as (relative path, mtime offset from T), expected latest path, epoch, step,
+# a word the skipped reasons must hold or None)
+# A table reads better one case to a few lines.
+# fmt: off
+NAMING = {
+    "a stale last.ckpt loses to newer numbered ones": (
+        [("last.ckpt", 0), ("epoch=4-step=40.ckpt", 90), ("epoch=5-step=50.ckpt", 100)],
+        "epoch=5-step=50.ckpt", 5, 50, None,
+    ),
+    "a fresh last.ckpt wins": (
+        [("last.ckpt", 101), ("epoch=4-step=40.ckpt", 90), ("epoch=5-step=50.ckpt", 100)],
+        "last.ckpt", None, None, None,
+    ),
+    "resnet-50 is a model, not epoch 50": (
+        [("resnet-50.pt", 100), ("epoch_3.pt", 10)],
+        "epoch_3.pt", 3, None, None,
+    ),
+    "vit-b-16 is a model, not epoch 16": (
+        [("vit-b-16.pth", 50), ("epoch_12.pth", 0)],
+        "epoch_12.pth", 12, None, None,
+    ),
+    "an 8-digit date is time, not a step": (
+        [("model_20240101.pt", 10), ("model_20240315.pt", 0)],
+        "model_20240315.pt", None, None, None,
+    ),
+    "yolov5/8 runs: the newest run's last.pt": (
+        [
+            ("runs/train/exp/weights/last.pt", 0),
+            ("runs/train/exp/weights/best.pt", 1),
+            ("runs/train/exp2/weights/last.pt", 100),
+            ("runs/train/exp2/weights/best.pt", 101),
+        ],
+        "runs/train/exp2/weights/last.pt", None, None, None,
+    ),
+    "darknet last": (
+        [("yolov3_1000.weights", 1), ("yolov3_2000.weights", 2), ("yolov3_last.weights", 3)],
+        "yolov3_last.weights", None, None, None,
+    ),
+    "darknet iterations, mtimes reset by a copy": (
+        [("yolov3_1000.weights", 2), ("yolov3_2000.weights", 1)],
+        "yolov3_2000.weights", None, 2000, None,
+    ),
+    "keras pairs are one unit each": (
+        [
+            ("ckpt-12.index", 0),
+            ("ckpt-12.data-00000-of-00001", 0),
+            ("ckpt-13.index", 10),
+            ("ckpt-13.data-00000-of-00001", 10),
+            ("checkpoint", 10),
+        ],
+        "ckpt-13", None, 13, None,
+    ),
+    "a keras pair without its data is skipped": (
+        [("ckpt-12.index", 0), ("ckpt-12.data-00000-of-00001", 0), ("ckpt-13.index", 10)],
+        "ckpt-12", None, 12, "ckpt-13",
+    ),
+    "safetensors shards and their index are one unit": (
+        [
+            ("model-00001-of-00002.safetensors", 5),
+            ("model-00002-of-00002.safetensors", 5),
+            ("model.safetensors.index.json", 5),
+            ("notes.pt", 0),
+        ],
+        "model.safetensors.index.json", None, None, None,
+    ),
+    "a shard set missing a shard is skipped": (
+        [
+            ("model-00001-of-00002.safetensors", 5),
+            ("model.safetensors.index.json", 5),
+            ("best.pt", 0),
+        ],
+        "best.pt", None, None, "1 of its 2 shards",
+    ),
+    "an incomplete checkpoint folder is skipped": (
+        [
+            ("checkpoint-100/model.safetensors", 0),
+            ("checkpoint-100/trainer_state.json", 0),
+            ("checkpoint-200/optimizer.pt.partial", 10),
+            ("checkpoint-200/trainer_state.json", 10),
+        ],
+        "checkpoint-100", None, 100, "checkpoint-200",
+    ),
+    "files and folders of two families: the newer by mtime": (
+        [("epoch=1.ckpt", 0), ("epoch=2.ckpt", 10), ("checkpoint-500/w.bin", 20)],
+        "checkpoint-500", None, 500, None,
+    ),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("case", NAMING)
+def test_latest_checkpoint_naming_table(workdir, case):
+    entries, latest, epoch, step, skipped = NAMING[case]
+    run = workdir / "run"
+    for rel, offset in entries:
+        write(run / rel, rel.encode(), T + offset)
+    found = colabmagic.latest_checkpoint(run)
+    assert found is not None
+    assert (os.path.relpath(found.path, run), found.epoch, found.step) == (latest, epoch, step)
+    assert found.bytes == sum(len(p.relative_to(run).as_posix()) for p in found.files)
+    if skipped is None:
+        assert found.skipped == ()
+    else:
+        assert any(skipped in reason for reason in found.skipped), found.skipped
+        assert "Skipped" in str(found)
+    if case.startswith(("keras pairs", "safetensors")):
+        assert len(found.files) == (2 if "keras" in case else 3)
+
+
+def test_latest_is_none_and_says_why_when_nothing_is_whole(workdir):
+    write(workdir / "run" / "checkpoint-7" / "model.bin.partial", b"half")
+    with pytest.warns(UserWarning, match="checkpoint-7: holds model.bin.partial"):
+        assert colabmagic.latest_checkpoint(workdir / "run") is None
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def test_a_paused_writer_is_not_uploaded_until_it_closes_the_file(drive_root, workdir):
+    mirror = start_mirror("ckpt", "My Drive/run")
+    drive_dir = drive_root / "MyDrive" / "run"
+    with open(workdir / "ckpt" / "model.pt", "wb") as being_written:
+        being_written.write(b"x" * 1000)
+        being_written.flush()
+        for _ in range(4):  # the file holds still for four scans: a pause mid-save
+            assert mirror.sync_now() == 0
+        assert not (drive_dir / "model.pt").exists()
+        state = checkpoints.mirror_status().mirrors[0]
+        assert state.held_open == ("model.pt",) and state.pending == 1
+        assert "being written" in str(checkpoints.mirror_status())
+        being_written.write(b"y" * 1000)
+    mirror.sync_now()
+    assert mirror.sync_now() == 1
+    assert tree(drive_dir) == {"model.pt": b"x" * 1000 + b"y" * 1000}
+    record = json.loads((drive_dir / ".colabmagic" / "manifests" / "model.pt.json").read_text())
+    assert record["state"] == "complete"
+    assert record["files"]["model.pt"]["size"] == 2000
+    assert (
+        record["files"]["model.pt"]["sha256"]
+        == hashlib.sha256(b"x" * 1000 + b"y" * 1000).hexdigest()
+    )
+
+
+def test_writers_sees_another_process_holding_a_file_open(workdir):
+    from colabmagic.checkpoints.mirror import writers
+
+    path = workdir / "held.pt"
+    path.write_bytes(b"")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"f = open({str(path)!r}, 'r+b'); print('open', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout.readline() == b"open\n"
+        assert writers([path]) == {path}
+        with open(path, "rb"):  # a reader is no writer
+            assert writers([path, workdir]) == {path}
+            child.kill()
+            child.wait()
+            assert writers([path]) == set()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_mirror_start_clears_its_leftovers_and_skips_what_is_not_whole(ip, drive_root, workdir):
+    drive_dir = drive_root / "MyDrive" / "run"
+    write(drive_dir / "checkpoint-100" / "model.safetensors", b"m100", T)
+    write(drive_dir / "checkpoint-100" / "trainer_state.json", b"{}", T)
+    write(drive_dir / "checkpoint-200.partial" / "model.safetensors", b"m2", T + 10)  # ours
+    write(drive_dir / "checkpoint-300" / "optimizer.pt.partial", b"o3", T + 20)  # an old mirror's
+    write(drive_dir / "checkpoint-300" / "trainer_state.json", b"{}", T + 20)
+    write(drive_dir / "epoch=9.ckpt.partial", b"half", T + 30)  # ours
+    write(drive_dir / "notes.tmp", b"the user's", T)  # not a name the mirror makes
+    write(drive_dir / ".colabmagic" / "manifests" / "x.json.partial", b"{")
+    assert colabmagic.latest_checkpoint(drive_dir).name == "checkpoint-100"
+
+    result = ip.run_line_magic("ckptlink", 'ckpt "My Drive/run" --mirror --every 3600')
+    assert result.action == "resumed"
+    assert set(result.cleared) == {"checkpoint-200.partial", "epoch=9.ckpt.partial"}
+    assert not (drive_dir / "checkpoint-200.partial").exists()
+    assert not (drive_dir / ".colabmagic" / "manifests" / "x.json.partial").exists()
+    assert (drive_dir / "notes.tmp").read_bytes() == b"the user's"
+    assert any(s.startswith("checkpoint-300: holds optimizer.pt.partial") for s in result.skipped)
+    assert tree(workdir / "ckpt") == {
+        "checkpoint-100/model.safetensors": b"m100",
+        "checkpoint-100/trainer_state.json": b"{}",
+    }  # notes.tmp, a name someone is still writing, is neither cleared nor brought back
+    assert result.latest.name == "checkpoint-100"
+    shown = str(result)
+    assert "not brought back" in shown and "cleared in Drive" in shown
+
+
+def test_resume_skips_a_unit_that_does_not_match_its_manifest(drive_root, workdir):
+    mirror = start_mirror("ckpt", "My Drive/run")
+    write(workdir / "ckpt" / "epoch=1.ckpt", b"one", T)
+    write(workdir / "ckpt" / "epoch=2.ckpt", b"two", T + 10)
+    write(workdir / "ckpt" / "checkpoint-3" / "w.bin", b"three", T + 20)
+    mirror.sync_now()
+    assert mirror.sync_now() == 3
+    checkpoints.stop_mirror("ckpt")
+    drive_dir = drive_root / "MyDrive" / "run"
+    write(drive_dir / "epoch=2.ckpt", b"TWO", T + 10)  # same size, other bytes
+    write(drive_dir / "checkpoint-3" / "w.bin", b"thr", T + 20)  # shorter
+    assert colabmagic.latest_checkpoint(drive_dir).name == "epoch=2.ckpt"  # sizes match
+    shutil.rmtree(workdir / "ckpt")
+
+    result = colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True, every=3600)
+    assert tree(workdir / "ckpt") == {"epoch=1.ckpt": b"one"}
+    assert result.latest.name == "epoch=1.ckpt"
+    assert any("epoch=2.ckpt: epoch=2.ckpt's bytes differ" in s for s in result.skipped)
+    assert any("checkpoint-3: checkpoint-3/w.bin holds 3 bytes" in s for s in result.skipped)
+
+
+def test_keep_counts_units_of_every_kind_and_status_counts_what_waits(drive_root, workdir):
+    mirror = start_mirror("ckpt", "My Drive/run", keep=2)
+    local = workdir / "ckpt"
+    for i in range(4):
+        write(local / f"epoch={i}.ckpt", b"%d" % i, T + i)
+    write(local / "checkpoint-500" / "model.bin", b"m", T + 10)
+    write(local / "checkpoint-500" / "state.json", b"{}", T + 10)
+    mirror.sync_now()
+    assert mirror.sync_now() == 3
+    drive_dir = drive_root / "MyDrive" / "run"
+    assert listing(drive_dir) == ["checkpoint-500", "epoch=3.ckpt"]
+    state = checkpoints.mirror_status().mirrors[0]
+    assert (state.pending, state.kept_back) == (0, 3)
+    assert "3 older than the --keep 2 newest" in str(checkpoints.mirror_status())
+
+    with open(local / "epoch=4.ckpt", "wb") as being_written:
+        being_written.write(b"4")
+        being_written.flush()
+        mirror.sync_now()
+        mirror.sync_now()
+        state = checkpoints.mirror_status().mirrors[0]
+        assert state.pending == 1 and state.pending_names == ("epoch=4.ckpt",)
+        assert listing(drive_dir) == ["checkpoint-500", "epoch=3.ckpt"]  # nothing pruned yet
+    assert mirror.sync_now() == 1  # closed: it held still all along
+    assert listing(drive_dir) == ["checkpoint-500", "epoch=4.ckpt"]
+    assert not (drive_dir / ".colabmagic" / "manifests" / "epoch=3.ckpt.json").exists()
+
+
+def test_a_conflict_at_start_is_settled_by_mtime_or_refused(drive_root, workdir):
+    drive_dir = drive_root / "MyDrive" / "run"
+    local = workdir / "ckpt"
+    write(drive_dir / "last.pt", b"drive's", T)
+    write(local / "last.pt", b"local, newer", T + 60)
+    result = colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True, every=3600)
+    assert result.replaced == ("last.pt",)
+    assert "LOCAL is newer" in str(result) and "replaces Drive's copy" in str(result)
+    result.mirror.sync_now()
+    assert (drive_dir / "last.pt").read_bytes() == b"local, newer"
+    checkpoints.stop_mirror("ckpt")
+
+    write(drive_dir / "best.pt", b"drive's, newer", T + 120)
+    write(local / "best.pt", b"local", T)
+    with pytest.raises(
+        colabmagic.ColabMagicError,
+        match=rf'"{local}/best.pt" and "{drive_dir}/best.pt" differ and the copy in Drive is not',
+    ):
+        colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True, every=3600)
+    assert (drive_dir / "best.pt").read_bytes() == b"drive's, newer"
+    assert (local / "best.pt").read_bytes() == b"local"
+
+
+def test_status_says_what_it_knows_about_drive_on_colab(drive_root, workdir, monkeypatch):
+    from colabmagic import drive
+
+    mirror = start_mirror("ckpt", "My Drive/run")
+    assert "nothing copied yet" in str(checkpoints.mirror_status())
+    write(workdir / "ckpt" / "epoch=1.ckpt", b"one")
+    mirror.sync_now()
+    mirror.sync_now()
+    assert "copied 0 s ago" in str(checkpoints.mirror_status()) or "ago" in str(
+        checkpoints.mirror_status()
+    )
+    monkeypatch.setattr(drive, "in_colab", lambda: True)
+    shown = str(checkpoints.mirror_status())
+    assert "copied into the mount" in shown and "Drive's own upload is not observable" in shown
+    assert "drive.flush_and_unmount()" in shown
+
+
+def test_link_mode_shows_the_links_target(ip, drive_root, workdir):
+    result = ip.run_line_magic("ckptlink", 'ckpt "My Drive/runs/r"')
+    assert f"{workdir / 'ckpt'} → My Drive/runs/r" in str(result)
+    assert "(symlink)" not in str(result)
