@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ArchiveDataset",
     "ColabMagicError",
+    "cache",
+    "devpath",
     "drive_status",
     "latest_checkpoint",
     "link_checkpoints",
@@ -58,6 +60,8 @@ _TWINS = {
     "link_checkpoints": "checkpoints",
     "latest_checkpoint": "checkpoints",
     "drive_status": "status",
+    "cache": "cache",
+    "devpath": "devpath",
     "open_archive": "inplace",
     "ArchiveDataset": "inplace",
 }

@@ -234,6 +234,83 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
             ),
         ],
     ),
+    "cache": (
+        "Run the cell once and keep its outputs in Drive; later sessions restore them.",
+        [
+            (
+                ("drive_dir",),
+                {
+                    "metavar": "DRIVE_DIR",
+                    "help": 'where the outputs are kept, e.g. "My Drive/cache/darknet"',
+                },
+            ),
+            (
+                ("--outputs",),
+                {
+                    "nargs": "+",
+                    "required": True,
+                    "metavar": "PATH",
+                    "help": "files and folders the cell makes, relative to the working "
+                    "directory or absolute (required)",
+                },
+            ),
+            (
+                ("--key",),
+                {
+                    "metavar": "TEXT",
+                    "default": None,
+                    "help": 'also key the entry by TEXT, e.g. "{torch.__version__}" '
+                    "(default: the cell and --outputs only)",
+                },
+            ),
+            (
+                ("--force",),
+                {"action": "store_true", "help": "run the cell again and replace the entry"},
+            ),
+            (
+                ("--clear",),
+                {"action": "store_true", "help": "delete this cell's entry; run nothing"},
+            ),
+            QUIET,
+        ],
+    ),
+    "devpath": (
+        "Put a code folder in Drive first on sys.path, with autoreload and its pitfalls shown.",
+        [
+            (
+                ("drive_dir",),
+                {
+                    "metavar": "DRIVE_DIR",
+                    "nargs": "?",
+                    "default": None,
+                    "help": 'the folder that holds your code, e.g. "My Drive/project" '
+                    "(required, but for --remove: default every folder)",
+                },
+            ),
+            (
+                ("--local",),
+                {
+                    "action": "store_true",
+                    "help": "import from a local copy, re-synced before each cell (default: no)",
+                },
+            ),
+            (
+                ("--no-autoreload",),
+                {
+                    "action": "store_false",
+                    "dest": "autoreload",
+                    "help": "leave autoreload alone (default: turn it on, mode 2)",
+                },
+            ),
+            (
+                ("--remove",),
+                {
+                    "action": "store_true",
+                    "help": "undo it: take DRIVE_DIR (default: every one) off sys.path",
+                },
+            ),
+        ],
+    ),
 }
 
 # The Python twin of each command, where its name differs: the CLI takes both names.
@@ -345,6 +422,7 @@ class Defaults:
     workers: int = source.WORKERS
     quiet: bool = False  # True: no progress bars, whatever --quiet says
     kernel: bool = True  # False in the CLI: nothing may outlive the call (mirror, --fake)
+    shell: Any = None  # the IPython shell a magic runs in (%%cache runs its cell there)
 
 
 def run(command: str, args: argparse.Namespace, defaults: Defaults | None = None) -> Any:
@@ -414,10 +492,35 @@ def _drive(options: dict[str, Any], defaults: Defaults) -> Any:
     return status.drive_status()
 
 
+def _cache(options: dict[str, Any], defaults: Defaults) -> Any:
+    import colabmagic
+
+    from .cache import cell_runner
+
+    cell = options.pop("cell", None)
+    if defaults.shell is None:
+        raise ColabMagicError("it caches a notebook cell; use %%cache in a notebook")
+    if cell is None:
+        raise ColabMagicError("it is a cell magic: start the cell with %%cache (two %)")
+    run = cell_runner(defaults.shell, cell)
+    folder, outputs = options.pop("drive_dir"), options.pop("outputs")
+    return colabmagic.cache(folder, outputs, run, source=cell, **options)
+
+
+def _devpath(options: dict[str, Any], defaults: Defaults) -> Any:
+    import colabmagic
+
+    if not defaults.kernel:
+        raise ColabMagicError("it changes a kernel's sys.path; use %devpath in a notebook")
+    return colabmagic.devpath(options.pop("drive_dir"), shell=defaults.shell, **options)
+
+
 _HANDLERS = {
     "stage": _stage,
     "packdrive": _packdrive,
     "ckptlink": _ckptlink,
     "timeread": _timeread,
     "drive": _drive,
+    "cache": _cache,
+    "devpath": _devpath,
 }

@@ -7,11 +7,12 @@ CLI); this module adds what only a kernel has: the traits and IPython's errors.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int, TraitError, Unicode, observe, validate
 
@@ -29,16 +30,18 @@ def _command(name: str) -> Callable[[Callable], Callable]:
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
-        def wrapper(self: ColabMagic, line: str = "") -> Any:
+        def wrapper(self: ColabMagic, line: str = "", cell: str | None = None) -> Any:
             try:
                 argv = commands.split(line)
                 if "-h" in argv or "--help" in argv:
                     print(wrapper.__doc__)
                     return None
                 args = commands.parse(parser, argv)
+                if cell is not None:  # a cell magic: %%cache
+                    args.cell = cell
                 return commands.run(name, args, self._defaults())
             except ColabMagicError as error:
-                raise UsageError(f"%{name}: {error}") from None
+                raise UsageError(f"{'%' if cell is None else '%%'}{name}: {error}") from None
 
         # `argument` decorators are listed bottom-up; apply them in reverse so that
         # the usage line shows them in the order of the table.
@@ -100,7 +103,9 @@ class ColabMagic(Magics):
         drive.use_mount_point(change["new"])
 
     def _defaults(self) -> commands.Defaults:
-        return commands.Defaults(workers=self.workers, quiet=not self.progress, kernel=True)
+        return commands.Defaults(
+            workers=self.workers, quiet=not self.progress, kernel=True, shell=self.shell
+        )
 
     @line_magic
     @_command("stage")
@@ -129,6 +134,19 @@ class ColabMagic(Magics):
     def drive(self) -> None:
         """Show where Drive is and how it is doing; --fake DIR mounts a simulated Drive."""
 
+    @line_cell_magic  # the line form says to make it the cell's first line
+    @_command("cache")
+    def cache(self) -> None:
+        """Run the cell once and keep its --outputs in DRIVE_DIR; in a later session,
+        restore them (exec bits kept, merged into what is there) instead of running it."""
+
+    @line_magic
+    @_command("devpath")
+    def devpath(self) -> None:
+        """Put DRIVE_DIR first on sys.path with autoreload on and bytecode kept local;
+        shows its modules and warns of Drive's "name (1).py" copies, shadowed and stale
+        modules.  --local imports from a local copy re-synced before each cell."""
+
 
 def load(ip: Any) -> None:
     ip.register_magics(ColabMagic)
@@ -147,3 +165,5 @@ def unload(ip: Any) -> None:
     from . import checkpoints
 
     checkpoints.stop_all_mirrors()
+    if "colabmagic.devpath" in sys.modules:
+        sys.modules["colabmagic.devpath"].remove_all(ip)
