@@ -72,6 +72,10 @@ def test_two_thousand_files_round_trip_through_zip_and_stage(ip, drive_root, wor
     assert (archive.parent / "train.zip.colabmagic.json").is_file()
 
     assert result.stage_line == '%stage "My Drive/data sets/train.zip"'
+    # Drive paths as the user types them, never the mount's absolute path.
+    assert "source         My Drive/data sets/train\n" in str(result)
+    assert "archive        My Drive/data sets/train.zip\n" in str(result)
+    assert str(drive_root) not in str(result) + result._repr_html_()
     html = result._repr_html_()
     assert "<table>" in html and "files/s" in html
     assert "%stage &quot;My Drive/data sets/train.zip&quot;" in html
@@ -411,3 +415,116 @@ def test_over_the_simulated_drive_a_source_that_keeps_failing(fake_root, monkeyp
         colabmagic.pack("My Drive/train", quiet=True)
     fakedrive.configure(fake_root, fail_rate=None)
     assert sorted(os.listdir(fake_root / "MyDrive")) == ["train"]
+
+
+# --------------------------------------------------------------------------- names %stage refuses
+
+# Names a Drive folder can hold that %stage refuses in an archive (issue 10, item 9).
+REFUSED = {
+    "holiday\\2023.jpg": "has a backslash in its name",
+    "bell\x07.txt": "has a control character in its name",
+    "two\nlines.txt": "has a control character in its name",
+    "\u202egnp.exe": "has a control character in its name",  # a bidi override
+    "\uff0e\uff0e": "has a part that reads as '\uff0e\uff0e'",  # fullwidth dots: ".." after NFKC
+}
+
+
+def make_awkward_folder(folder: Path) -> dict[str, bytes]:
+    """Good files beside every kind of name %stage refuses; returns the good ones."""
+    good = {"ok.jpg": b"fine", "sub/also ok.txt": b"spaces are fine", "caf\u00e9.txt": b"utf-8"}
+    for name, data in good.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    for name in REFUSED:
+        (folder / name).write_bytes(b"left out")
+    (folder / "bad\\dir").mkdir()  # a folder that %stage refuses: left out whole
+    (folder / "bad\\dir" / "inside.txt").write_bytes(b"left out with its folder")
+    deep = folder.joinpath(*["d"] * 255)  # train/d/.../d/deep.txt: 257 parts, stage takes 256
+    deep.mkdir(parents=True)
+    (deep / "deep.txt").write_bytes(b"too deep")
+    return good
+
+
+def test_names_stage_would_refuse_are_left_out_and_listed_and_stage_takes_the_rest(
+    ip, drive_root, workdir
+):
+    folder = drive_root / "MyDrive" / "photos"
+    folder.mkdir()
+    good = make_awkward_folder(folder)
+    os.mkfifo(folder / "a pipe")
+    result = ip.run_line_magic("packdrive", "photos")
+
+    assert result.action == "packed" and result.files == len(good)
+    why = dict(result.left_out)
+    for name, reason in REFUSED.items():
+        assert why[f"photos/{name}"] == f"%stage refuses a name that {reason}"
+    assert why["photos/bad\\dir/"] == (
+        "a folder, left out with all it holds: %stage refuses a name that has a backslash "
+        "in its name"
+    )
+    deep_name = "photos/" + "d/" * 255 + "deep.txt"
+    assert why[deep_name] == "%stage refuses a name that is more than 256 folders deep"
+    assert why["photos/a pipe"] == "neither a file nor a folder"
+    assert len(why) == len(REFUSED) + 3
+    assert zip_contents(result.archives[0]) == {f"photos/{k}": v for k, v in good.items()}
+
+    # Said once, on one line, escaped: a control character does not reach the output.
+    text = str(result)
+    assert f"Left out {len(why)} entries: 'photos/a pipe' (neither a file nor a folder), " in text
+    assert f"and {len(why) - 5} more (PackResult.left_out lists all)." in text
+    line = next(line for line in text.splitlines() if "Left out" in line)
+    assert line.endswith("lists all).") and "\x07" not in text
+    html = result._repr_html_()
+    assert f"Left out {len(why)} entries" in html and "\x07" not in html and "\u202e" not in html
+
+    staged = ip.run_line_magic("stage", '"My Drive/photos.zip"')
+    assert staged.action == "staged" and staged.files == len(good)
+    assert tree(workdir / "photos") == good
+
+    # Up to date: not rebuilt, and still says what it leaves out.
+    again = ip.run_line_magic("packdrive", '"My Drive/photos"')  # ./photos is local now
+    assert again.action == "skipped" and dict(again.left_out) == why
+
+
+def test_a_tar_keeps_names_that_are_not_utf8_and_stage_takes_them_back(ip, drive_root, workdir):
+    folder = drive_root / "MyDrive" / "raw"
+    folder.mkdir()
+    (folder / "ok.bin").write_bytes(b"ok")
+    raw = os.fsencode(folder) + b"/caf\xe9.bin"  # Latin-1, as an old camera names files
+    with open(raw, "wb") as f:
+        f.write(b"latin-1 name")
+    (folder / "holiday\\2023.jpg").write_bytes(b"left out")
+
+    zipped = ip.run_line_magic("packdrive", "raw")
+    assert dict(zipped.left_out) == {
+        "raw/holiday\\2023.jpg": "%stage refuses a name that has a backslash in its name",
+        "raw/caf\udce9.bin": (
+            "its name is not UTF-8, which a zip cannot hold; --format tar keeps it"
+        ),
+    }
+    tarred = ip.run_line_magic("packdrive", "raw --format tar")
+    assert [name for name, _ in tarred.left_out] == ["raw/holiday\\2023.jpg"]
+    assert "Left out 1 entry: 'raw/holiday\\\\2023.jpg' (%stage refuses" in str(tarred)
+    assert "..." not in str(tarred) and "more (" not in str(tarred)
+
+    staged = ip.run_line_magic("stage", '"My Drive/raw.tar"')
+    assert staged.files == 2
+    assert sorted(os.listdir(os.fsencode(workdir / "raw"))) == [b"caf\xe9.bin", b"ok.bin"]
+    with open(os.fsencode(workdir / "raw") + b"/caf\xe9.bin", "rb") as f:
+        assert f.read() == b"latin-1 name"
+
+
+def test_a_folder_whose_own_name_stage_refuses_is_not_packed(drive_root):
+    folder = drive_root / "MyDrive" / "bad\\name"
+    make_folder(folder, 3)
+    with pytest.raises(colabmagic.ColabMagicError, match=r"cannot pack 'bad\\\\name': every"):
+        colabmagic.pack(str(folder), quiet=True)
+    assert sorted(os.listdir(drive_root / "MyDrive")) == ["bad\\name"]
+
+
+def test_a_folder_of_only_refused_names_says_so(ip, drive_root):
+    folder = drive_root / "MyDrive" / "odd"
+    folder.mkdir()
+    (folder / "a\\b.txt").write_bytes(b"x")
+    with pytest.raises(UsageError, match=r"nothing to pack: .* left out: 1 entry: 'odd/a"):
+        ip.run_line_magic("packdrive", "odd")

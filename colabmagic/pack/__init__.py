@@ -21,7 +21,7 @@ from ..errors import ColabMagicError
 from . import publish
 from .publish import Output, Plan
 from .read import Entry, Reader, StepFailed, scan
-from .result import PackResult
+from .result import PackResult, left_out_line
 from .write import ArchiveWriter, deflate_judge, parse_size, sample_key
 
 __all__ = ["PackResult", "pack", "parse_size"]
@@ -86,18 +86,14 @@ def _pack(
     started: float,
 ) -> PackResult:
     try:
-        entries, odd = scan(folder, workers, retries)
+        entries, left_out = scan(folder, workers, retries, fmt=where.fmt)
         log.debug("listed %d entries in %.2f s", len(entries), time.monotonic() - started)
     except OSError as error:
         raise ColabMagicError(f"listing {drive.shown(folder)} failed: {error}") from None
     files = [e for e in entries if not e.is_dir]
     if not files:
-        raise ColabMagicError(f"nothing to pack: {drive.shown(folder)} holds no files")
-    warnings = []
-    if odd:
-        warnings.append(
-            f"Left out {len(odd)} entries that are neither files nor folders: {odd[0]}, ..."
-        )
+        why = f" but what it left out: {left_out_line(left_out)}" if left_out else ""
+        raise ColabMagicError(f"nothing to pack: {drive.shown(folder)} holds no files{why}")
 
     settings = {
         "format": where.fmt,
@@ -124,7 +120,7 @@ def _pack(
             pattern=previous.get("pattern"),
             stored=previous.get("stored", 0),
             deflated=previous.get("deflated", 0),
-            warnings=tuple(warnings),
+            left_out=tuple(left_out),
         )
     else:
         reason = "--force" if force else publish.what_changed(previous, settings, manifest)
@@ -152,7 +148,7 @@ def _pack(
         stored=built["stored"],
         deflated=built["deflated"],
         reason=reason,
-        warnings=tuple(warnings),
+        left_out=tuple(left_out),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import interrupts, source
 from ..errors import ColabMagicError
+from ..unpack.members import Member, Plan, Refused, clean_name, shown
 
 # Files up to this size are read whole by a worker thread; larger ones are opened by a
 # worker (so that the cold open still overlaps) and streamed by the writer in reads of
@@ -58,15 +59,25 @@ class Loaded:
     deflate: bool
 
 
-def scan(folder: Path, workers: int, retries: int | None = None) -> tuple[list[Entry], list[str]]:
+def scan(
+    folder: Path, workers: int, retries: int | None = None, *, fmt: str = "zip"
+) -> tuple[list[Entry], list[tuple[str, str]]]:
     """Every file and empty folder under FOLDER, sorted by member name, and the
-    names of entries left out (sockets, FIFOs, broken links, links to folders).
+    entries left out, each with why: sockets, FIFOs, broken links, links to folders,
+    and names that %stage would refuse (a folder with such a name is left out whole).
 
     Folders are listed, and their entries stat'ed, by a pool of threads: on Drive
     every listing is a round trip, and so is every stat (a serial stat of 10,000
     files costs ~1.1 s on the simulated Drive, ~0.25 s with 16 in flight).
     """
     import stat as stat_module
+
+    why = refusal(folder.name + "/", is_dir=True, fmt=fmt)
+    if why is not None:
+        raise ColabMagicError(
+            f"cannot pack {shown(folder.name)}: every member's name would start with it, "
+            f"and {why}; rename the folder first"
+        )
 
     def list_dir(folder: Path) -> list[tuple[str, str, bool]]:
         def listing() -> list[tuple[str, str, bool]]:
@@ -90,8 +101,8 @@ def scan(folder: Path, workers: int, retries: int | None = None) -> tuple[list[E
             out.append((path, name, st))
         return out
 
-    entries: list[Entry] = []
-    left_out: list[str] = []
+    found: list[Entry] = []
+    left_out: list[tuple[str, str]] = []
     others: list[tuple[str, str]] = []
     with interrupts.pool(min(workers, source.WORKERS), "colabmagic-scan") as pool:
         level = [(folder, folder.name)]
@@ -100,26 +111,62 @@ def scan(folder: Path, workers: int, retries: int | None = None) -> tuple[list[E
             listings = interrupts.results([pool.submit(list_dir, path) for path, _ in level])
             for (path, arc), items in zip(level, listings, strict=True):
                 if not items and path != folder:
-                    entries.append(Entry(arc + "/", path, 0, 0, 0o40755))
+                    found.append(Entry(arc + "/", path, 0, 0, 0o40755))
                 for item_path, name, is_dir in items:
-                    if is_dir:
-                        below.append((Path(item_path), f"{arc}/{name}"))
-                    else:
+                    if not is_dir:
                         others.append((item_path, f"{arc}/{name}"))
+                    elif (why := refusal(f"{arc}/{name}/", is_dir=True, fmt=fmt)) is None:
+                        below.append((Path(item_path), f"{arc}/{name}"))
+                    else:  # not listed: nothing in it could be staged
+                        left_out.append(
+                            (f"{arc}/{name}/", f"a folder, left out with all it holds: {why}")
+                        )
             level = below
         chunks = [others[i : i + 256] for i in range(0, len(others), 256)]
         for chunk in interrupts.results([pool.submit(stat_all, chunk) for chunk in chunks]):
             for path, name, st in chunk:
                 if st is None:
-                    left_out.append(name + " (vanished, or a broken link)")
+                    left_out.append((name, "vanished, or a broken link"))
                 elif stat_module.S_ISREG(st.st_mode):
-                    entries.append(Entry(name, Path(path), st.st_size, st.st_mtime_ns, st.st_mode))
+                    found.append(Entry(name, Path(path), st.st_size, st.st_mtime_ns, st.st_mode))
                 elif stat_module.S_ISDIR(st.st_mode):
-                    left_out.append(name + " (link to a folder)")
+                    left_out.append((name, "a link to a folder"))
                 else:
-                    left_out.append(name)
-    entries.sort(key=lambda e: e.arcname)
+                    left_out.append((name, "neither a file nor a folder"))
+    found.sort(key=lambda e: e.arcname)
+    entries = []
+    plan = Plan()  # what %stage checks of the archive as a whole, checked here the same way
+    for entry in found:
+        why = refusal(entry.arcname, is_dir=entry.is_dir, fmt=fmt, plan=plan, size=entry.size)
+        if why is None:
+            entries.append(entry)
+        else:
+            left_out.append((entry.arcname, why))
     return entries, sorted(left_out)
+
+
+def refusal(
+    arcname: str, *, is_dir: bool, fmt: str, plan: Plan | None = None, size: int = 0
+) -> str | None:
+    """Why the archive cannot hold a member named ARCNAME so that %stage accepts it
+    (given PLAN: with the members added to it so far), as "%stage refuses a name that
+    has a backslash in its name"; None when it can.  The checks are %stage's own
+    (`unpack.members`), not a copy."""
+    if fmt == "zip":
+        try:
+            arcname.encode("utf-8")
+        except UnicodeEncodeError:
+            return "its name is not UTF-8, which a zip cannot hold; --format tar keeps it"
+    try:
+        name = clean_name(arcname, is_dir=is_dir)
+        if plan is not None and name is not None:
+            plan.add(Member(name, "dir" if is_dir else "file", size))
+    except Refused as error:
+        why = str(error)
+        for prefix in (f"member {shown(arcname)} ", f"member {shown(arcname.rstrip('/'))} "):
+            why = why.removeprefix(prefix)
+        return f"%stage refuses a name that {why}"
+    return None
 
 
 @contextmanager

@@ -8,6 +8,8 @@ from pathlib import Path
 from .. import drive
 from ..results import Result, count, duration, size
 
+SHOWN_LEFT_OUT = 5  # names in the note; `PackResult.left_out` holds them all
+
 
 def _quoted(text: str) -> str:
     # Double quotes read best; a name that holds a quote or backslash needs shlex.
@@ -35,6 +37,9 @@ class PackResult(Result):
     deflated: int = 0
     reason: str = ""
     warnings: tuple[str, ...] = ()
+    # (member name, why) of each entry not packed: a name %stage would refuse (a
+    # backslash, a control character, ...), or not a file (a FIFO, a broken link).
+    left_out: tuple[tuple[str, str], ...] = ()
 
     title = "%packdrive"
 
@@ -79,6 +84,8 @@ class PackResult(Result):
 
     def notes(self) -> list[str]:
         notes = list(self.warnings)
+        if self.left_out:
+            notes.append(f"Left out {left_out_line(self.left_out)}.")
         if self.action == "skipped":
             notes.append(
                 "Up to date with the folder (same names, sizes, mtimes); --force rebuilds."
@@ -90,3 +97,18 @@ class PackResult(Result):
     def __repr__(self) -> str:
         names = [str(p) for p in self.archives]
         return f"PackResult(action={self.action!r}, archives={names!r}, files={self.files})"
+
+
+def left_out_line(left_out: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str:
+    """How many entries were left out and why, the first few named (quoted and escaped,
+    so that a control character cannot break the line)."""
+    from ..unpack.members import shown
+
+    n = len(left_out)
+    listed = ", ".join(f"{shown(name)} ({why})" for name, why in left_out[:SHOWN_LEFT_OUT])
+    more = (
+        f", and {n - SHOWN_LEFT_OUT:,} more (PackResult.left_out lists all)"
+        if n > SHOWN_LEFT_OUT
+        else ""
+    )
+    return f"{n:,} {'entry' if n == 1 else 'entries'}: {listed}{more}"
