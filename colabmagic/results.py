@@ -105,6 +105,8 @@ class StageResult(Result):
     seconds: float
     entries: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
+    replaced: int = 0  # entries in the way that --force moved aside (kept)
+    replaced_to: Path | None = None  # where they were moved: DIR/.colabmagic/replaced/<time>
 
     title = "%stage"
 
@@ -125,6 +127,8 @@ class StageResult(Result):
         if len(self.entries) > 5:
             shown += f", … ({len(self.entries)} in all)"
         rows.append(("entries", shown or "(none)"))
+        if self.replaced:
+            rows.append(("replaced", f"{count(self.replaced)} moved to {self.replaced_to}"))
         return rows
 
     def notes(self) -> list[str]:

@@ -80,8 +80,24 @@ def stage(
     # A glob is one unit: its matches (WebDataset shards, say) may share a top-level
     # folder, so they are unpacked into one work folder and moved into place together.
     label = Path(os.path.abspath(drive.to_path(text))) if glob.has_magic(text) else sources[0]
-    with interrupts.deferred(), _locked(dest):
-        return _stage_sources(sources, label, dest, options)
+    in_drive = _in_drive(dest)
+    try:
+        with interrupts.deferred(), _locked(dest):
+            result = _stage_sources(sources, label, dest, options)
+    except OSError as error:
+        # A local error nothing above turned into words (a read-only DIR, EACCES on a
+        # folder of it, a file system that refuses renames): one line, DIR as it was.
+        raise ColabMagicError(_os_error(error, dest)) from None
+    if in_drive and result.action != "skipped":
+        import dataclasses
+
+        note = (
+            f"{drive.shown(dest)} is in Drive: unpacking many files into Drive is the slow "
+            "pattern %stage exists to avoid (each file costs Drive a round trip); stage to "
+            "local disk instead, and use %packdrive to go the other way"
+        )
+        result = dataclasses.replace(result, warnings=(*result.warnings, note))
+    return result
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,7 @@ class _Outcome:
     read: int = 0
     digest: str | None = None
     warnings: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (member, target)
 
     def add(self, other: _Outcome) -> None:
         """Fold in what one more source of a glob produced."""
@@ -116,8 +133,23 @@ class _Outcome:
         self.warnings += other.warnings
 
 
+def _in_drive(path: Path) -> bool:
+    root = drive.current_root()
+    if root is None:
+        return False
+    real = os.path.realpath(path)
+    top = os.path.realpath(root)
+    return real == top or real.startswith(top + os.sep)
+
+
 def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _os_error(error: OSError, dest: Path) -> str:
+    where = error.filename if error.filename else dest
+    cause = error.strerror or str(error)
+    return f'cannot stage into {dest}: "{os.fsdecode(where)}": {cause}; nothing was staged'
 
 
 def _target(to: str | os.PathLike | None) -> Path:
@@ -128,6 +160,10 @@ def _target(to: str | os.PathLike | None) -> Path:
         text = os.fspath(to)
         split = drive.split_drive_prefix(text.strip())
         path = drive.to_path(text) if split else Path(text).expanduser()
+    if os.path.lexists(path) and not path.is_dir():
+        raise ColabMagicError(
+            f'--to "{path}" is a file, not a folder: name the folder to stage into'
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -138,42 +174,68 @@ def _target(to: str | os.PathLike | None) -> Path:
 
 
 class _locked:
-    """An exclusive lock on DIR/.colabmagic, held for the whole stage."""
+    """Exclusive locks on DIR, shared ones on each folder above it, held for the whole
+    stage: a stage into DIR and one into DIR/sub (which touch the same entries) never
+    run at once, while stages into unrelated folders, or two sibling folders, do.
+
+    The locks are files in one folder per user in the temporary directory, keyed by
+    the real path, so that every ancestor has one without a ``.colabmagic`` folder
+    being made in it; ``DIR/.colabmagic/lock`` is locked too, as it always was.
+    """
 
     def __init__(self, dest: Path) -> None:
+        self.dest = dest
         self.state = dest / STATE_DIR
+        self.files: list = []
+
+    def _lock_file(self, path: Path):
+        import tempfile
+
+        folder = Path(tempfile.gettempdir()) / f"colabmagic-locks-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        key = hashlib.sha1(os.fsencode(path)).hexdigest()[:20]
+        # A file object, not a raw descriptor: see fsio.create_file.
+        return open(folder / f"{key}.lock", "ab", buffering=0)  # noqa: SIM115
+
+    def _take(self, file, exclusive: bool, owner: Path) -> None:
+        self.files.append(file)
+        if _try_lock(file.fileno(), exclusive):
+            return
+        import sys
+
+        print(
+            f"colabmagic: another stage into {owner} is running; waiting for it",
+            file=sys.stderr,
+        )
+        while not _try_lock(file.fileno(), exclusive):
+            interrupts.sleep(interrupts.POLL)
 
     def __enter__(self) -> None:
-        self.state.mkdir(exist_ok=True)
-        # A file object, not a raw descriptor: see fsio.create_file.
-        self.file = open(self.state / "lock", "ab", buffering=0)  # noqa: SIM115
         try:
-            if not _try_lock(self.file.fileno()):
-                import sys
-
-                print(
-                    f"colabmagic: another stage into {self.state.parent} is running; "
-                    "waiting for it",
-                    file=sys.stderr,
-                )
-                while not _try_lock(self.file.fileno()):
-                    interrupts.sleep(interrupts.POLL)
+            real = Path(os.path.realpath(self.dest))
+            for ancestor in reversed(real.parents):  # from / down: one order for all
+                self._take(self._lock_file(ancestor), False, ancestor)
+            self._take(self._lock_file(real), True, self.dest)
+            self.state.mkdir(exist_ok=True)
+            self._take(open(self.state / "lock", "ab", buffering=0), True, self.dest)  # noqa: SIM115
             _clear_leftovers(self.state)
         except BaseException:
             # Ctrl-C while waiting or clearing: a leaked descriptor would hold the lock,
             # and the next stage in this kernel would wait for itself forever.
-            self.file.close()
+            self.__exit__()
             raise
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()  # closing releases the flock
+        for file in reversed(self.files):
+            file.close()  # closing releases the flock
+        self.files = []
 
 
-def _try_lock(fd: int) -> bool:
+def _try_lock(fd: int, exclusive: bool = True) -> bool:
     import fcntl
 
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True
@@ -197,13 +259,22 @@ def _marker_path(dest: Path, source: Path) -> Path:
 
 def _read_marker(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        marker = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _write_marker(path: Path, marker: dict) -> None:
-    fsio.write_text_atomic(path, json.dumps(marker, indent=1))
+    fsio.write_text_atomic(path, json.dumps(marker, separators=(",", ":")))
+
+
+def _restore_marker(path: Path, marker: dict | None) -> None:
+    """Put back the marker a failed stage found (or none, if there was none)."""
+    if marker is None:
+        fsio.remove_quietly(path)
+    else:
+        _write_marker(path, marker)
 
 
 def _fingerprint(source: Path) -> dict:
@@ -224,6 +295,35 @@ def _fingerprint(source: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _intact(dest: Path, marker: dict) -> bool:
+    """Whether everything MARKER says was staged is still in DEST as it was left: each
+    path's kind, and each file's size and mtime (one lstat per path, no reads)."""
+    from .unpack.place import describe
+
+    recorded = marker.get("manifest")
+    if not isinstance(recorded, dict):  # an older marker: its entries are there
+        return all(os.path.lexists(dest / name) for name in marker.get("entries", []))
+    for rel, seen in recorded.items():
+        try:
+            if describe(os.lstat(dest / rel)) != seen:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _claims(marker: dict | None, force: bool):
+    """What this stage may replace: what the previous stage of its source made."""
+    from .unpack.place import Claims
+
+    if marker is None:
+        return Claims(force=force)
+    recorded = marker.get("manifest")
+    if isinstance(recorded, dict):
+        return Claims(ours=recorded, force=force)
+    return Claims(tops=set(marker.get("entries", [])), force=force)
+
+
 # --------------------------------------------------------------------------- one source
 
 
@@ -237,16 +337,13 @@ def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Optio
     marker_path = _marker_path(dest, label)
     marker = _read_marker(marker_path)
     fingerprint = {str(source): _fingerprint(source) for source in sources}
-    entries_there = marker is not None and all(
-        os.path.lexists(dest / name) for name in marker.get("entries", [])
-    )
     if (
         marker is not None
         and not options.force
         and marker.get("state") == "complete"
         and marker.get("source") == str(label)
         and marker.get("fingerprint") == fingerprint
-        and entries_there
+        and _intact(dest, marker)
     ):
         if options.sha256 and marker.get("sha256") != options.sha256.lower():
             raise ColabMagicError(
@@ -262,7 +359,7 @@ def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Optio
             seconds=time.monotonic() - started,
             entries=tuple(dest / name for name in marker.get("entries", [])),
         )
-    ours = set(marker.get("entries", [])) if marker is not None else set()
+    claims = _claims(marker, options.force)
 
     def check_top(name: str) -> None:
         """Refuse, before writing, to replace an entry this source did not stage."""
@@ -270,48 +367,36 @@ def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Optio
             raise ColabMagicError(
                 f'"{name}" is the name of colabmagic\'s own folder in {dest}; nothing was staged'
             )
-        if name not in ours and not options.force and os.path.lexists(dest / name):
+        if not claims.may_merge_top(name) and os.path.lexists(dest / name):
             raise ColabMagicError(
                 f'"{dest / name}" already exists and was not staged from {label.name}; '
-                "move it away or use --force to replace it"
+                "move it away or use --force to merge into it (what is replaced is kept "
+                f"in {dest.name}/{STATE_DIR}/replaced/)"
             )
 
     work = Path(_mkdtemp(dest / STATE_DIR, "tmp-"))
     try:
-        outcome = _Outcome()
-        for source, (kind, compression) in zip(sources, kinds, strict=True):
-            if kind == "folder":
-                total = fingerprint[str(source)]["size"]
-                one = _copy_folder(source, work, options, check_top, total)
-            elif kind == "file":
-                one = _copy_file(source, work, options, check_top)
-            else:
-                one = _unpack(source, work, kind, compression, options, check_top)
-            outcome.add(one)
-        if len(sources) == 1:
-            outcome.digest = one.digest  # the sha256 of the one source, for the marker
+        outcome = _fill(work, sources, kinds, fingerprint, options, check_top)
         if options.sha256 and outcome.digest != options.sha256.lower():
             raise ColabMagicError(
                 f"{label.name} has sha256 {outcome.digest}, not {options.sha256}: "
                 "nothing was staged"
             )
-        record = {
-            "source": str(label),
-            "fingerprint": fingerprint,
-            "sha256": outcome.digest,
-            # Journal first: should the moves below be cut short, the next run knows
-            # these entries are ours and finishes the job instead of refusing it.
-            "entries": sorted(set(outcome.names) | ours),
-            "files": outcome.files,
-            "bytes": outcome.bytes,
-            "staged_at": time.time(),
-            "state": "moving",
-        }
-        _write_marker(marker_path, record)
-        _move_into_place(work, dest, outcome.names)
-        record["entries"] = outcome.names
-        record["state"] = "complete"
-        _write_marker(marker_path, record)
+        placed = _move_into_place(
+            work,
+            dest,
+            outcome,
+            claims,
+            marker_path,
+            marker,
+            {
+                "source": str(label),
+                "fingerprint": fingerprint,
+                "sha256": outcome.digest,
+                "files": outcome.files,
+                "bytes": outcome.bytes,
+            },
+        )
     except OSError as error:
         if not fsio.is_full(error):
             raise
@@ -338,6 +423,72 @@ def _stage_sources(sources: list[Path], label: Path, dest: Path, options: _Optio
         seconds=time.monotonic() - started,
         entries=tuple(dest / name for name in outcome.names),
         warnings=tuple(outcome.warnings),
+        replaced=placed.displaced,
+        replaced_to=placed.replaced_to,
+    )
+
+
+def _fill(work: Path, sources, kinds, fingerprint, options: _Options, check_top) -> _Outcome:
+    """Unpack or copy every source into WORK, as one unit: one Plan over the members
+    of every archive (names, clashes, links), one Writer whose links are made last."""
+    from contextlib import ExitStack
+
+    from .unpack import Member, Plan, Writer
+
+    plan = Plan()
+    outcome = _Outcome()
+    with ExitStack() as cleanup:
+        writers: list[Writer] = []
+
+        def writer(free: int) -> Writer:
+            if not writers:
+                writers.append(cleanup.enter_context(Writer(work, budget=free)))
+            return writers[0]
+
+        for source, (kind, compression) in zip(sources, kinds, strict=True):
+            try:
+                if kind in ("folder", "file"):
+                    # In the plan as one entry: no other match may write into it.
+                    plan.add(Member(source.name, "file"))
+                    if kind == "folder":
+                        total = fingerprint[str(source)]["size"]
+                        one = _copy_folder(source, work, options, check_top, total)
+                    else:
+                        one = _copy_file(source, work, options, check_top)
+                else:
+                    one = _unpack(source, work, kind, compression, options, check_top, plan, writer)
+                outcome.add(one)
+            except ColabMagicError as error:
+                if len(sources) == 1:
+                    raise
+                message = _in_glob(error, source, sources)
+                try:
+                    named = type(error)(message)
+                except TypeError:  # an error class that takes more than a message
+                    named = ColabMagicError(message)
+                raise named from None
+        if writers:
+            writers[0].finish()
+            outcome.files += writers[0].files
+            outcome.bytes += writers[0].written
+            outcome.links = writers[0].symlinks()
+    if len(sources) == 1:
+        outcome.digest = one.digest  # the sha256 of the one source, for the marker
+    outcome.names = list(plan.top)
+    return outcome
+
+
+def shown_name(name: str) -> str:
+    from .unpack import shown
+
+    return shown(name)
+
+
+def _in_glob(error: ColabMagicError, source: Path, sources: list[Path]) -> str:
+    others = len(sources) - 1
+    return (
+        f"{source.name}: {error}; nothing was staged: a glob is one unit, and none of its "
+        f"other {others} match{'es' if others != 1 else ''} was put in place either"
     )
 
 
@@ -347,28 +498,42 @@ def _mkdtemp(parent: Path, prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
 
-def _move_into_place(work: Path, dest: Path, names: list[str]) -> None:
-    trash = None
-    try:
-        for name in names:
-            interrupts.check()  # the marker's journal lets the next run finish the rest
-            target = dest / name
-            if not os.path.lexists(target):
-                os.rename(work / name, target)
-                continue
-            if trash is None:
-                trash = Path(_mkdtemp(dest / STATE_DIR, "trash-"))
-            os.rename(target, trash / name)
-            try:
-                os.rename(work / name, target)
-            except BaseException:
-                os.rename(trash / name, target)  # Ctrl-C between the two: put it back
-                raise
-    finally:
-        if trash is not None:
-            import shutil
+def _move_into_place(work, dest, outcome, claims, marker_path, previous, record):
+    """Merge WORK into DEST as one transaction, journalled in the marker."""
+    from .unpack import Refused
+    from .unpack.place import Transaction, check_links, manifest
 
-            shutil.rmtree(trash, ignore_errors=True)
+    def escape(name: str, target: str) -> None:
+        raise Refused(
+            f"member {shown_name(name)} links to {shown_name(target)}, which would resolve "
+            f"outside {dest} through what is already there"
+        )
+
+    # Links judged once everything is on disk and right before the moves, under the
+    # lock: through the archive's own members and through DEST's entries alike.
+    check_links(work, dest, outcome.links, escape)
+    made = manifest(work, outcome.names)
+    record.update(
+        # Journal first: should the process die during the moves, the next run knows
+        # these paths are ours and replaces them instead of refusing.
+        entries=outcome.names,
+        manifest={**claims.ours, **made},
+        staged_at=time.time(),
+        state="moving",
+    )
+    _write_marker(marker_path, record)
+    try:
+        with Transaction(work, dest, dest / STATE_DIR, claims) as transaction:
+            transaction.place(outcome.names)
+            transaction.remove_stale(set(made))
+            placed = transaction.commit()
+    except BaseException:
+        _restore_marker(marker_path, previous)
+        raise
+    record["manifest"] = made
+    record["state"] = "complete"
+    _write_marker(marker_path, record)
+    return placed
 
 
 def _preflight(work: Path, need: int) -> int:
@@ -434,7 +599,11 @@ def _unpack(
     compression: str | None,
     options: _Options,
     check_top,
+    plan,
+    writer_for,
 ) -> _Outcome:
+    """Unpack SOURCE into WORK through the shared PLAN and the Writer WRITER_FOR(free)
+    gives (one for every archive of a glob)."""
     from contextlib import ExitStack, closing
 
     from . import unpack
@@ -443,6 +612,7 @@ def _unpack(
     outcome = _Outcome()
     digest = hashlib.sha256()
     read = [0]
+    before = len(plan.files) + len(plan.dirs)
     # Released last in, first out, on success, error or Ctrl-C alike: the reader
     # threads are stopped before the file they read and the copy they write close.
     with ExitStack() as cleanup:
@@ -451,6 +621,7 @@ def _unpack(
         keep = None
         if options.keep_archive:
             check_top(source.name)
+            plan.add(unpack.Member(source.name, "file"))
             _preflight(work, reader.size)  # the copy is written from the first chunk on
             keep = cleanup.enter_context(fsio.create_file(work / source.name))
 
@@ -477,9 +648,13 @@ def _unpack(
             if not options.allow_ratio:
                 unpack.check_ratio(index.plan.declared, reader.size, source.name)
             # The part of the kept copy already written is no longer free space.
-            free = _preflight(work, index.plan.declared + kept - read[0])
+            written = read[0] if keep is not None else 0
+            free = _preflight(work, index.plan.declared + kept - written)
             for name in index.plan.top:
-                check_top(name)
+                if name not in plan.top:
+                    check_top(name)
+            for entry in index.entries:  # judged with every other match's members
+                plan.add(entry.member)
             if index.cp437_names:
                 outcome.warnings.append(
                     f"{index.cp437_names} member names had no UTF-8 flag and were "
@@ -498,7 +673,7 @@ def _unpack(
                 expanded = unpack.ratio_capped(expanded, reader.size, source.name)
             chunks = cleanup.enter_context(Prefetch(expanded))
         stream = unpack.Stream(chunks)
-        writer = cleanup.enter_context(unpack.Writer(work, budget=free))
+        writer = writer_for(free)
         shown = 0
 
         def tick() -> None:
@@ -510,23 +685,17 @@ def _unpack(
 
         if kind == "zip":
             unpack.stream_zip(index, stream, writer, on_member=tick)
-            plan = index.plan
         else:
-            plan = unpack.unpack_tar(stream, writer, on_top=check_top, on_member=tick)
+            unpack.unpack_tar(stream, writer, plan=plan, on_top=check_top, on_member=tick)
             if trailing := unpack.trailing_bytes(stream):
                 outcome.warnings.append(
                     f"{trailing:,} bytes after the end of the tar archive were ignored"
                 )
         stream.skip(1 << 62)  # the rest of the file: the digest covers every byte
-        writer.finish()
+        writer.drain()  # this archive's errors are raised while it is named
         progress.update(read[0] - shown)
-    if not plan.files and not plan.dirs:
-        outcome.warnings.append("the archive is empty")
-    outcome.names = list(plan.top)
-    if keep is not None:
-        outcome.names.append(source.name)
-    outcome.files = writer.files
-    outcome.bytes = writer.written
+    if len(plan.files) + len(plan.dirs) == before + (keep is not None):
+        outcome.warnings.append(f"{source.name} is empty" if before else "the archive is empty")
     outcome.read = read[0]
     outcome.digest = digest.hexdigest()
     return outcome

@@ -126,9 +126,16 @@ def test_foreign_entry_is_never_overwritten_without_force(ip, drive_root, workdi
     with pytest.raises(UsageError, match=r"already exists .* --force"):
         ip.run_line_magic("stage", "a.zip")
     assert staged(workdir) == {"train/mine.txt": b"my work"}
+    (workdir / "train" / "x.txt").write_bytes(b"my own x")
     result = ip.run_line_magic("stage", "a.zip --force")
     assert result.action == "staged"
-    assert staged(workdir) == {"train/x.txt": b"from drive"}
+    # --force merges as unzip -o does: the archive's own paths replace what is there,
+    # the rest stays, and what was replaced is kept under .colabmagic/replaced/.
+    assert staged(workdir) == {"train/mine.txt": b"my work", "train/x.txt": b"from drive"}
+    assert result.replaced == 1
+    assert result.replaced_to.parent == workdir / ".colabmagic" / "replaced"
+    assert (result.replaced_to / "train" / "x.txt").read_bytes() == b"my own x"
+    assert "1 moved to" in str(result)
 
 
 def test_folder_is_copied_with_its_layout(ip, drive_root, workdir):

@@ -140,6 +140,10 @@ class Writer:
     def link(self, member: Member) -> None:
         self._links.append(member)
 
+    def symlinks(self) -> list[tuple[str, str]]:
+        """(name, target) of every symbolic link member, for the check against DIR."""
+        return [(m.name, m.target or "") for m in self._links if m.kind == "symlink"]
+
     def finish(self) -> None:
         """Create the links, then prove on disk that each one resolves inside TOP."""
         self.drain()
