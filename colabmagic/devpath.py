@@ -97,6 +97,7 @@ class _Active:
     local: Path | None
     hook: Any = None  # the pre_run_cell callback, when there is a shell
     loaded_autoreload: bool = False  # this module turned autoreload on
+    autoreload: bool = False  # on for this folder: a sync is followed by a reload
     shell: Any = None
     errors: list[str] = field(default_factory=list)
 
@@ -147,9 +148,11 @@ def devpath(
     if shell is not None:
         if autoreload:
             state.loaded_autoreload |= _autoreload_on(shell)
+            state.autoreload = True
             mode = "on (mode 2: every module is reloaded when its file changes)"
         if copy is not None:
-            state.hook = _register_first(shell, lambda *info: _pre_run_cell(state))
+            state.hook = lambda *info: _pre_run_cell(state)
+            shell.events.register("pre_run_cell", state.hook)
     elif autoreload:
         mode = "off (no IPython shell)"
     return DevPathResult(
@@ -170,10 +173,14 @@ def active() -> list[Path]:
 
 
 def remove_all(shell: Any = None) -> None:
-    """Undo every devpath (on `%unload_ext colabmagic`)."""
-    for state in list(_active.values()):
+    """Undo every devpath (on `%unload_ext colabmagic`), autoreload included if it
+    was devpath that turned it on."""
+    states = list(_active.values())
+    for state in states:
         _undo(state)
     _active.clear()
+    if shell is not None and any(s.loaded_autoreload for s in states):
+        shell.run_line_magic("autoreload", "0")
 
 
 # --------------------------------------------------------------------------- the folder
@@ -374,6 +381,14 @@ class _Loader(importlib.machinery.SourceFileLoader):
     def get_data(self, path: str) -> bytes:
         return super().get_data(_bytecode_path(path))
 
+    def path_stats(self, path: str) -> dict[str, int]:
+        # The bytecode records (mtime, size) of its source to tell when it is stale, and
+        # Python keeps whole seconds: a file synced from the PC within the second, at
+        # the same size (a 1 changed to a 2), would run the old code.  Nanoseconds
+        # make any new mtime count; this bytecode is only ever read by this loader.
+        st = os.stat(path)
+        return {"mtime": st.st_mtime_ns, "size": st.st_size}
+
     def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
         super().set_data(_bytecode_path(path), data, _mode=_mode)
 
@@ -458,23 +473,15 @@ def _autoreload_on(shell: Any) -> bool:
     return not was_loaded
 
 
-def _register_first(shell: Any, callback: Any) -> Any:
-    """Register CALLBACK for pre_run_cell ahead of those there (autoreload's): the
-    files must be synced before autoreload looks at them."""
-    others = list(shell.events.callbacks.get("pre_run_cell", []))
-    for other in others:
-        shell.events.unregister("pre_run_cell", other)
-    shell.events.register("pre_run_cell", callback)
-    for other in others:
-        shell.events.register("pre_run_cell", other)
-    return callback
-
-
 def _pre_run_cell(state: _Active) -> None:
     if state.local is None or _active.get(state.folder) is not state:
         return
     try:
-        sync(state.folder, state.local)
+        changed = sync(state.folder, state.local)
+        if changed and state.autoreload:
+            # Autoreload's own pre_run_cell hook may have looked before this one
+            # (IPython runs them in the order they were registered): ask it now.
+            state.shell.run_line_magic("autoreload", "")
     except (ColabMagicError, OSError) as error:  # a cell must still run
         message = f"%devpath: could not sync {drive.shown(state.folder)}: {error}"
         if message not in state.errors:
