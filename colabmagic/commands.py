@@ -132,7 +132,8 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
                     "metavar": "LOCAL",
                     "nargs": "?",
                     "default": None,
-                    "help": "the local folder training writes to, e.g. checkpoints",
+                    "help": "the local folder training writes to, e.g. checkpoints "
+                    "(with --stop, default: every mirror)",
                 },
             ),
             (
@@ -141,7 +142,8 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
                     "metavar": "DRIVE_DIR",
                     "nargs": "?",
                     "default": None,
-                    "help": 'where they are kept, e.g. "My Drive/runs/resnet"',
+                    "help": 'where they are kept, e.g. "My Drive/runs/resnet" '
+                    "(required unless --stop or --status)",
                 },
             ),
             (
@@ -212,7 +214,7 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
                 {
                     "metavar": "DIR",
                     "default": None,
-                    "help": "make DIR (a folder holding MyDrive) the Drive, as slow as --profile",
+                    "help": "make DIR (a folder holding MyDrive) a simulated Drive (default: none)",
                 },
             ),
             (

@@ -7,6 +7,7 @@ CLI); this module adds what only a kernel has: the traits and IPython's errors.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -148,8 +149,33 @@ class ColabMagic(Magics):
         modules.  --local imports from a local copy re-synced before each cell."""
 
 
+def _semicolon_hides(lines: list[str]) -> list[str]:
+    """``%stage x;`` as ``get_ipython().run_line_magic('stage', 'x');``.
+
+    IPython hides a result when the parsed cell ends with ``;``, but it parses
+    ``%stage x;`` into a call that does not, and hands the ``;`` to the magic; and it
+    reads ``%drive;`` as a magic named ``drive;``.  Written as the call IPython itself
+    would make, with the ``;`` after it, the result is hidden as DESIGN §4 says.
+    """
+    return [_MAGIC_WITH_SEMICOLON.sub(_as_quiet_call, line) for line in lines]
+
+
+_MAGIC_WITH_SEMICOLON = re.compile(
+    rf"^(?P<lead>\s*(?:[A-Za-z_][\w.]*\s*=\s*)?)%(?P<name>{'|'.join(commands.COMMANDS)})"
+    r"(?:\s+(?P<rest>.*?))?\s*;[ \t]*(?P<end>\r?\n?)$"
+)
+
+
+def _as_quiet_call(match: re.Match) -> str:
+    call = f"get_ipython().run_line_magic({match['name']!r}, {match['rest'] or ''!r})"
+    return f"{match['lead']}{call};{match['end']}"
+
+
 def load(ip: Any) -> None:
     ip.register_magics(ColabMagic)
+    cleanup = getattr(ip, "input_transformers_cleanup", None)
+    if cleanup is not None and _semicolon_hides not in cleanup:
+        cleanup.append(_semicolon_hides)
 
 
 def unload(ip: Any) -> None:
@@ -162,6 +188,9 @@ def unload(ip: Any) -> None:
         for name in names:
             manager.magics[kind].pop(name, None)
     source.set_retries(source.RETRIES)
+    cleanup = getattr(ip, "input_transformers_cleanup", [])
+    if _semicolon_hides in cleanup:
+        cleanup.remove(_semicolon_hides)
     from . import checkpoints
 
     checkpoints.stop_all_mirrors()
