@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 def size(n: int | None) -> str:
+    """Bytes in one unit style: "0 B", "512 B", "797.8 kB", "1.2 GB" (powers of 1000)."""
     if n is None:
         return "unknown"
+    if abs(n) < 1000:  # humanize says "0 Bytes" and "1 Byte", beside its "797.8 kB"
+        return f"{n} B"
     import humanize
 
     return humanize.naturalsize(n)
@@ -44,8 +48,48 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def shown(value: Any) -> str:
+    """VALUE as a table shows it: a path inside Drive as the user types it
+    ("My Drive/data/x.zip", `drive.shown`), anything else as it is."""
+    from . import drive
+
+    if isinstance(value, os.PathLike):
+        return drive.shown(value)
+    text = str(value)
+    if text.startswith("/") and "\n" not in text:
+        spelled = drive.shown(text)
+        if spelled != str(Path(text)):
+            return spelled
+    return text
+
+
+# The colour of an action's badge: done (green), nothing to do (grey), refused (red).
+_DONE = "#137333"
+_IDLE = "#5f6368"
+_REFUSED = "#b3261e"
+BADGE_COLOURS = {
+    **dict.fromkeys(("skipped", "unchanged", "status", "running", "stopped"), _IDLE),
+    **dict.fromkeys(("refused", "failed", "error"), _REFUSED),
+}
+
+
+def badge(action: str) -> str:
+    """ACTION as a small coloured label whose text is the word itself."""
+    colour = BADGE_COLOURS.get(action, _DONE)
+    return (
+        f'<span class="colabmagic-badge" data-action="{html.escape(action)}" '
+        f'style="display:inline-block;margin-left:.6em;padding:0 .55em;border-radius:.8em;'
+        f'background:{colour};color:#fff;font-size:85%;font-weight:600">'
+        f"{html.escape(action)}</span>"
+    )
+
+
 class Result:
-    """Mixin: subclasses give a title and rows of (label, text)."""
+    """Mixin: subclasses give a title and rows of (label, text).
+
+    A value that is a path inside Drive is shown as the user types it; a result
+    with an ``action`` shows it as a badge beside the title in HTML.
+    """
 
     title = "colabmagic"
 
@@ -67,7 +111,7 @@ class Result:
         return ""
 
     def _rows(self) -> list[tuple[str, str]]:
-        return [(printable(label), printable(value)) for label, value in self.rows()]
+        return [(printable(label), printable(shown(value))) for label, value in self.rows()]
 
     def __str__(self) -> str:
         rows = self._rows()
@@ -81,15 +125,22 @@ class Result:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
+        # Narrow: long values (paths) wrap inside the cell instead of widening the page.
         body = "".join(
-            f'<tr><th style="text-align:left">{html.escape(label)}</th>'
-            f'<td style="text-align:left">{html.escape(value)}</td></tr>'
+            f'<tr><th style="text-align:left;vertical-align:top;white-space:nowrap">'
+            f"{html.escape(label)}</th>"
+            f'<td style="text-align:left;max-width:48em;overflow-wrap:anywhere">'
+            f"{html.escape(value)}</td></tr>"
             for label, value in self._rows()
         )
-        notes = "".join(f"<p>{html.escape(printable(note))}</p>" for note in self.notes())
+        notes = "".join(
+            f'<p style="max-width:60em">{html.escape(printable(note))}</p>' for note in self.notes()
+        )
+        action = getattr(self, "action", None)
+        status = badge(action) if isinstance(action, str) and action else ""
         return (
             f'<div class="colabmagic"><table><caption style="text-align:left">'
-            f"<b>{html.escape(self.title)}</b></caption>{body}</table>"
+            f"<b>{html.escape(self.title)}</b>{status}</caption>{body}</table>"
             f"{notes}{self.extra_html()}</div>"
         )
 
