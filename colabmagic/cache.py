@@ -137,7 +137,7 @@ def cache(
     folder = drive.to_path(os.fspath(drive_dir))
     cwd = Path.cwd()
     roots = _roots(names, cwd)
-    outputs_abs = tuple(Path(root) / m for root, members in roots.items() for m in members)
+    outputs_abs = tuple(_where(root, cwd) / m for root, members in roots.items() for m in members)
     record_path = folder / f"{short}.json"
 
     if clear:
@@ -160,13 +160,14 @@ def cache(
         elif missing := _missing_archives(folder, record):
             warnings.append(f"{missing}; the cell runs again")
         else:
-            return _restore(folder, record, roots, outputs_abs, quiet, started)
+            return _restore(folder, record, roots, cwd, outputs_abs, quiet, started)
 
     cell_started = time.monotonic()
     run()  # raises when the cell fails: nothing is cached
     cell_seconds = time.monotonic() - cell_started
     with interrupts.deferred():
-        record, unpacked, warned = _save(folder, short, digest, names, roots, cell_seconds, quiet)
+        saved = _save(folder, short, digest, names, roots, cwd, cell_seconds, quiet)
+        record, unpacked, warned = saved
     return CacheResult(
         action=action,
         key=short,
@@ -231,10 +232,11 @@ def _platform() -> str:
 def _roots(names: list[str], cwd: Path) -> dict[str, list[str]]:
     """{root folder: [member names]}: where each output is restored, and as what.
 
-    Relative outputs (and absolute ones inside CWD) are restored into CWD; the other
-    absolute ones into the deepest folder that holds them all (``/usr/local`` for
-    ``/usr/local/lib/x.so`` and ``/usr/local/include``), or, where that is ``/``,
-    each into its own parent folder.
+    Relative outputs are restored into the working directory of the session that
+    restores them (root ``"."``: a new VM's ``/content``, wherever it was cached);
+    absolute ones (and relative ones that climb out with ``..``) into the deepest
+    folder that holds them all (``/usr/local`` for ``/usr/local/lib/x.so`` and
+    ``/usr/local/include``), or, where that is ``/``, each into its own parent.
     """
     inside: list[str] = []
     outside: list[Path] = []
@@ -246,11 +248,11 @@ def _roots(names: list[str], cwd: Path) -> dict[str, list[str]]:
             )
         if path == path.parent:
             raise ColabMagicError(f'cannot cache "{text}": it is the whole file system')
-        if path.is_relative_to(cwd):
+        if not Path(text).expanduser().is_absolute() and path.is_relative_to(cwd):
             inside.append(path.relative_to(cwd).as_posix())
         else:
             outside.append(path)
-    roots: dict[str, list[str]] = {str(cwd): inside} if inside else {}
+    roots: dict[str, list[str]] = {".": inside} if inside else {}
     common = Path(os.path.commonpath([p.parent for p in outside])) if outside else None
     for path in outside:
         root = common if common is not None and common != common.parent else path.parent
@@ -265,6 +267,11 @@ def _roots(names: list[str], cwd: Path) -> dict[str, list[str]]:
                         f'give only "{other}"'
                     )
     return roots
+
+
+def _where(root: str, cwd: Path) -> Path:
+    """The folder a root of `_roots` names: "." is the working directory."""
+    return cwd if root == "." else Path(root)
 
 
 def _archive_suffix() -> tuple[str, str]:
@@ -343,6 +350,7 @@ def _save(
     digest: str,
     names: list[str],
     roots: dict[str, list[str]],
+    cwd: Path,
     cell_seconds: float,
     quiet: bool,
 ) -> tuple[dict, int, list[str]]:
@@ -351,9 +359,9 @@ def _save(
     warnings: list[str] = []
     for root, members in roots.items():
         for member in members:
-            if not os.path.lexists(os.path.join(root, member)):
+            if not os.path.lexists(_where(root, cwd) / member):
                 raise ColabMagicError(
-                    f'output "{os.path.join(root, member)}" does not exist after the cell ran; '
+                    f'output "{_where(root, cwd) / member}" does not exist after the cell ran; '
                     "nothing was cached"
                 )
     try:
@@ -366,7 +374,7 @@ def _save(
         for index, (root, members) in enumerate(roots.items()):
             name = f"{short}{suffix}" if index == 0 else f"{short}-{index}{suffix}"
             local = Path(work) / name
-            packed = _pack(Path(root), members, local, compression, warnings)
+            packed = _pack(_where(root, cwd), members, local, compression, warnings)
             sha = _sha256_file(local)
             archive_bytes = local.stat().st_size
             _upload(local, folder / name, sha, archive_bytes, quiet)
@@ -557,6 +565,7 @@ def _restore(
     folder: Path,
     record: dict,
     roots: dict[str, list[str]],
+    cwd: Path,
     outputs: tuple[Path, ...],
     quiet: bool,
     started: float,
@@ -572,7 +581,7 @@ def _restore(
                 f"{archive.get('name')} in {drive.shown(folder)} does not match --outputs; "
                 "use --force to rebuild it"
             )
-        wanted[archive["name"]] = (Path(root), roots[root], archive)
+        wanted[archive["name"]] = (_where(root, cwd), roots[root], archive)
     for name, (_, members, archive) in wanted.items():
         _vet(folder / name, members, archive["sha256"])
     unpacked = 0

@@ -151,6 +151,50 @@ def test_another_platform_reruns_unless_key_pins_it(drive_root, workdir, monkeyp
     assert restored.action == "restored" and restored.key == pinned.key and len(log) == 3
 
 
+def test_a_restore_keeps_the_other_files_and_backs_up_what_it_replaces(drive_root, workdir):
+    """darknet's case: the binary lives in the cloned tree, which must not be replaced."""
+    log: list[str] = []
+    colabmagic.cache(CACHE, ["out/tool"], build_tool(log), source="s")
+    wipe_outputs(workdir)
+    (workdir / "out").mkdir()
+    (workdir / "out/Makefile").write_text("all:\n")
+    (workdir / "out/tool").write_text("an old build")
+    restored = colabmagic.cache(CACHE, ["out/tool"], build_tool(log), source="s")
+    assert restored.action == "restored" and log == ["ran"]
+    assert (workdir / "out/Makefile").read_text() == "all:\n"
+    assert (workdir / "out/tool").read_text() == "#!/bin/sh\necho tool 1\n"
+    backups = list((workdir / ".colabmagic" / "replaced").rglob("tool"))
+    assert [p.read_text() for p in backups] == ["an old build"]
+
+
+def test_absolute_outputs_are_restored_where_they_were(drive_root, workdir, tmp_path):
+    prefix = tmp_path / "usr-local"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "lib" / "keep.so").write_text("the user's")
+    log: list[str] = []
+
+    def install() -> None:
+        log.append("ran")
+        (prefix / "lib" / "libcudnn.so").write_bytes(b"\x7fELF cudnn")
+        (prefix / "include").mkdir(exist_ok=True)
+        (prefix / "include" / "cudnn.h").write_text("#define CUDNN 9\n")
+        Path("stamp").write_text("built")
+
+    outputs = [str(prefix / "lib" / "libcudnn.so"), str(prefix / "include"), "stamp"]
+    first = colabmagic.cache(CACHE, outputs, install, source="cudnn")
+    assert first.action == "ran" and len(entry_files(drive_root)) == 3  # json + 2 archives
+    (prefix / "lib" / "libcudnn.so").unlink()
+    shutil.rmtree(prefix / "include")
+    (workdir / "stamp").unlink()
+    again = colabmagic.cache(CACHE, outputs, install, source="cudnn")
+    assert again.action == "restored" and log == ["ran"]
+    assert (prefix / "lib" / "libcudnn.so").read_bytes() == b"\x7fELF cudnn"
+    assert (prefix / "include" / "cudnn.h").read_text() == "#define CUDNN 9\n"
+    assert (prefix / "lib" / "keep.so").read_text() == "the user's"
+    assert (workdir / "stamp").read_text() == "built"
+    assert set(again.outputs) == {Path(o) if o != "stamp" else workdir / "stamp" for o in outputs}
+
+
 def _tamper(drive_root: Path, key: str, extra: str) -> None:
     """Rewrite the entry's archive with one more member, and its record to match."""
     import zstandard
@@ -318,3 +362,74 @@ def test_clear_through_the_magic(ip, drive_root, workdir):
     result = cache_cell(ip, BUILD_CELL, "--outputs out/tool --clear").shown
     assert result.action == "cleared" and entry_files(drive_root) == []
     assert (workdir / "marker.txt").read_text() == "ran\n"
+
+
+# --------------------------------------------------------------------------- two kernels
+
+COMPILE_WITH_CC = r"""%%cache "My Drive/cache/hello" --outputs build/hello
+from pathlib import Path
+Path("build").mkdir(exist_ok=True)
+Path("build/hello.c").write_text('#include <stdio.h>\nint main(void) { puts("hello from cc"); }\n')
+!cc -O1 -o build/hello build/hello.c
+!echo ran >> marker.txt
+"""
+
+COMPILE_WITHOUT_CC = r"""%%cache "My Drive/cache/hello" --outputs build/hello
+import time
+from pathlib import Path
+Path("build").mkdir(exist_ok=True)
+Path("build/hello").write_text("#!/bin/sh\necho hello from cc\n")
+Path("build/hello").chmod(0o755)
+time.sleep(2)
+!echo ran >> marker.txt
+"""
+
+
+def run_in_a_new_kernel(cells: list[str], cwd: Path) -> list[str]:
+    """Run CELLS in a fresh kernel started in CWD, errors disallowed; their text output."""
+    nbclient = pytest.importorskip("nbclient")
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=180,
+        kernel_name="python3",
+        allow_errors=False,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    client.execute()
+    return [
+        output.get("text", "")
+        for cell in notebook.cells
+        for output in cell.outputs
+        if output.output_type == "stream" and output.get("name") == "stdout"
+    ]
+
+
+def test_a_new_kernel_restores_the_compiled_binary_without_running_the_cell(tmp_path, monkeypatch):
+    monkeypatch.delenv("COLABMAGIC_DRIVE", raising=False)
+    src = tmp_path / "drive-src"
+    (src / "MyDrive").mkdir(parents=True)
+    cell = COMPILE_WITH_CC if shutil.which("cc") else COMPILE_WITHOUT_CC
+    session = [
+        f"%load_ext colabmagic\n%config ColabMagic.progress = False\n"
+        f'%drive --fake "{src}" --profile fast;',
+        cell,
+        "print('action', _.action)",
+        "%drive --unmount;",
+    ]
+    first, second = tmp_path / "vm1", tmp_path / "vm2"
+    first.mkdir()
+    second.mkdir()
+    assert "action ran\n" in run_in_a_new_kernel(session, first)
+    assert (first / "marker.txt").read_text() == "ran\n"
+    entries = sorted(os.listdir(src / "MyDrive" / "cache" / "hello"))
+    assert len(entries) == 2 and entries[0].endswith(".json")
+
+    assert "action restored\n" in run_in_a_new_kernel(session, second)
+    assert not (second / "marker.txt").exists()  # the cell did not run
+    binary = second / "build" / "hello"
+    assert os.stat(binary).st_mode & stat.S_IXUSR
+    assert subprocess.run([str(binary)], capture_output=True, text=True).stdout == "hello from cc\n"
+    assert binary.read_bytes() == (first / "build" / "hello").read_bytes()
