@@ -155,6 +155,26 @@ def resolve_glob(text: str) -> list[Path]:
     return matches
 
 
+def _closest(name: str, names: list[str]) -> str | None:
+    """The name among NAMES that NAME is most likely a typo of, if one is close.
+
+    Shared extensions count for nothing: "nope.zip" is not close to "corrupt.zip",
+    however alike the ".zip" makes them look to difflib.
+    """
+    stem = _stem(name)
+    for candidate in difflib.get_close_matches(name, names, n=5, cutoff=0.6):
+        if difflib.SequenceMatcher(None, stem, _stem(candidate)).ratio() >= 0.7:
+            return candidate
+    return None
+
+
+def _stem(name: str) -> str:
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return os.path.splitext(name)[0] or name
+
+
 def _missing_message(text: str, path: Path) -> str:
     message = f'no such file or folder: "{text}"'
     # The deepest ancestor that exists, and the first component below it that does not.
@@ -168,9 +188,9 @@ def _missing_message(text: str, path: Path) -> str:
             names = os.listdir(existing)
         except OSError:
             names = []
-        close = difflib.get_close_matches(missing, names, n=1, cutoff=0.6)
+        close = _closest(missing, names)
         if close:
-            message += f'; did you mean "{close[0]}" in {existing}?'
+            message += f'; did you mean "{close}" in {existing}?'
     if split_drive_prefix(text.strip()) is None or "My Drive" not in text:
         message += f". {_RULE}"
     return message

@@ -99,3 +99,14 @@ def test_quoted_path_with_spaces_and_variable_expansion(ip, drive_root, workdir)
     assert ip.user_ns["r"].action == "staged"
     assert (workdir / "notes.txt").read_bytes() == b"hello"
     assert os.path.samefile(ip.user_ns["r"].dest, workdir)
+
+
+def test_missing_path_suggests_only_close_names(ip, drive_root):
+    for name in ("corrupt.zip", "cats_dogs.zip"):
+        (drive_root / "MyDrive" / name).write_bytes(b"")
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("stage", '"My Drive/nope.zip"')
+    assert "did you mean" not in str(caught.value), caught.value
+    with pytest.raises(UsageError) as caught:
+        ip.run_line_magic("stage", '"My Drive/cats_dog.zip"')
+    assert 'did you mean "cats_dogs.zip"' in str(caught.value)
