@@ -192,9 +192,12 @@ def start(
     }
     if _detach:
         # The log lives as long as the Mount, which closes it: no `with` block fits.
+        # It has a name, for the user to read; the server removes it after a clean
+        # unmount (the CLI that started it is gone by then).
         log: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="colabmagic-fakedrive-", suffix=".log", delete=False
         )
+        config["log"] = log.name
     else:
         log = tempfile.TemporaryFile(prefix="colabmagic-fakedrive-")  # noqa: SIM115
     env = dict(os.environ)

@@ -506,6 +506,10 @@ def serve(config: dict[str, Any], *, announce: bool = False) -> int:
         # A temporary mountpoint whose client died would otherwise litter /tmp.
         with suppress(OSError):
             os.rmdir(mountpoint)
+    if config.get("log"):
+        # A detached server's log, kept only while it ran or when it failed.
+        with suppress(OSError):
+            os.unlink(config["log"])
     return 0
 
 

@@ -34,6 +34,25 @@ class Profile:
     bandwidth: float
     inflight: int
 
+    def __str__(self) -> str:
+        """In words: "20 ms a cold open, 1 ms warm, 50 ms per 1,000 listed, ..."."""
+        rate = "no bandwidth cap" if math.isinf(self.bandwidth) else _rate(self.bandwidth)
+        inflight = f"{self.inflight} in flight" if self.inflight else "no cap in flight"
+        return (
+            f"{_ms(self.open_latency)} a cold open, {_ms(self.warm_latency)} warm, "
+            f"{_ms(self.list_latency)} per 1,000 listed, {rate}, {inflight}"
+        )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms"
+
+
+def _rate(bandwidth: float) -> str:
+    if bandwidth >= 1e9:
+        return f"{bandwidth / 1e9:g} GB/s"
+    return f"{bandwidth / 1e6:g} MB/s"
+
 
 PROFILES: dict[str, Profile] = {
     # Measured on Colab (DESIGN.md section 1): a cold open costs 0.3-0.7 s.
