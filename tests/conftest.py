@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# Builders live in tests/builders.py (`from tests.builders import ...`); these names
+# are re-exported only for the test files that still import them from here.
+from tests.builders import SHARED, contents, tree  # noqa: F401
 
 
 @pytest.fixture
@@ -51,35 +48,3 @@ def ip(drive_root):
     shell.run_line_magic("unload_ext", "colabmagic")
     # %config writes into the shell's config, which outlives this test's instance.
     shell.config.pop("ColabMagic", None)
-
-
-def tree(folder: Path) -> dict[str, bytes | str]:
-    """Every file under FOLDER (relative name -> bytes; symlink -> 'link:target')."""
-    found: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[rel] = "link:" + os.readlink(path)
-            elif path.is_file():
-                found[rel] = path.read_bytes()
-    return found
-
-
-def contents(folder: Path, *, sizes: bool = False) -> dict[str, object]:
-    """Everything under FOLDER but colabmagic's state: each file's bytes (or size, with
-    SIZES), each link as 'link:target', each folder as 'dir'."""
-    found: dict[str, object] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if d != ".colabmagic"]
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                found[rel] = "dir"
-            else:
-                found[rel] = path.stat().st_size if sizes else path.read_bytes()
-    return found

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import mmap
 import os
-import random
 import signal
 import stat
 import subprocess
@@ -30,6 +29,7 @@ from colabmagic.fakedrive._settings import (
     parse_duration,
     parse_size,
 )
+from tests.builders import random_bytes, write_zip
 
 _reason = fakedrive.available()
 if _reason is not None:
@@ -42,26 +42,22 @@ FAULTS_OFF = dict(
 )
 
 
-def _payload(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
 @pytest.fixture(scope="module")
 def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("drive-src")
     (root / "empty").write_bytes(b"")
     (root / "one").write_bytes(b"x")
     for i, size in enumerate((4095, 4096, 131_073, 3 * MB + 7)):
-        (root / f"blob{i}.bin").write_bytes(_payload(size, i))
+        (root / f"blob{i}.bin").write_bytes(random_bytes(size, i))
     (root / "sub" / "deeper").mkdir(parents=True)
     (root / "sub" / "deeper" / "name with spaces ü.txt").write_text("hello\n")
     os.close(
         os.open(os.path.join(os.fsencode(root), b"raw-\xff-name"), os.O_CREAT | os.O_WRONLY, 0o644)
     )
-    (root / "faulty.bin").write_bytes(_payload(400_000, 7))
-    (root / "eight.bin").write_bytes(_payload(8 * MB, 8))
-    (root / "four-a.bin").write_bytes(_payload(4 * MB, 9))
-    (root / "four-b.bin").write_bytes(_payload(4 * MB, 10))
+    (root / "faulty.bin").write_bytes(random_bytes(400_000, 7))
+    (root / "eight.bin").write_bytes(random_bytes(8 * MB, 8))
+    (root / "four-a.bin").write_bytes(random_bytes(4 * MB, 9))
+    (root / "four-b.bin").write_bytes(random_bytes(4 * MB, 10))
     many = root / "many"
     many.mkdir()
     for i in range(2000):
@@ -69,14 +65,15 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cold = root / "cold"
     cold.mkdir()
     for i in range(40):
-        (cold / f"c{i:02d}.bin").write_bytes(_payload(3000, 100 + i))
-    with zipfile.ZipFile(root / "data.zip", "w", zipfile.ZIP_STORED) as zf:
-        for i in range(30):
-            zf.writestr(f"data/item{i:02d}.bin", _payload(10_000, 200 + i))
+        (cold / f"c{i:02d}.bin").write_bytes(random_bytes(3000, 100 + i))
+    write_zip(
+        root / "data.zip",
+        {f"data/item{i:02d}.bin": random_bytes(10_000, 200 + i) for i in range(30)},
+    )
     folder = root / "folder"
     folder.mkdir()
     for i in range(5):
-        (folder / f"part{i}.bin").write_bytes(_payload(5000, 300 + i))
+        (folder / f"part{i}.bin").write_bytes(random_bytes(5000, 300 + i))
     return root
 
 
@@ -223,7 +220,7 @@ def test_mmap_and_zipfile_work(root: Path, src: Path) -> None:
     ):
         assert m[: 2 * MB] == (src / "blob3.bin").read_bytes()[: 2 * MB]
     with zipfile.ZipFile(root / "data.zip") as zf:
-        assert zf.read("data/item05.bin") == _payload(10_000, 205)
+        assert zf.read("data/item05.bin") == random_bytes(10_000, 205)
 
 
 def test_writes_land_in_src(root: Path, src: Path) -> None:
@@ -231,7 +228,7 @@ def test_writes_land_in_src(root: Path, src: Path) -> None:
     (work / "a" / "b").mkdir(parents=True)
     assert (mirror / "a" / "b").is_dir()
 
-    data = _payload(MB + 3, 11)
+    data = random_bytes(MB + 3, 11)
     (work / "new.bin").write_bytes(data)
     assert (mirror / "new.bin").read_bytes() == data
     with open(work / "new.bin", "ab") as f:
@@ -392,7 +389,7 @@ def test_bandwidth_is_one_cap_for_all_threads_and_writes(root: Path) -> None:
     assert took >= 0.2
     assert rate == pytest.approx(40e6, rel=0.15)
 
-    data = _payload(4 * MB, 12)
+    data = random_bytes(4 * MB, 12)
     wrote = _elapsed(lambda: (root / "written.bin").write_bytes(data))
     print(f"bandwidth 40 MB/s, writing 4 MB: {4 * MB / wrote / MB:.1f} MB/s")
     assert wrote >= 0.1
@@ -518,7 +515,7 @@ def test_cp_and_unzip_work_and_feel_the_latency(root: Path, src: Path, tmp_path:
         lambda: subprocess.run(["unzip", "-q", str(root / "data.zip"), "-d", str(out)], check=True)
     )
     for i in range(30):
-        assert (out / "data" / f"item{i:02d}.bin").read_bytes() == _payload(10_000, 200 + i)
+        assert (out / "data" / f"item{i:02d}.bin").read_bytes() == random_bytes(10_000, 200 + i)
 
     took_tree = _elapsed(
         lambda: subprocess.run(["cp", "-r", str(root / "folder"), str(tmp_path)], check=True)

@@ -16,6 +16,7 @@ from IPython.core.error import UsageError
 import colabmagic
 from colabmagic import drive, fakedrive, status
 from colabmagic.status import DriveStatus
+from tests.builders import write_file, write_files
 
 needs_fuse = pytest.mark.skipif(
     fakedrive.available() is not None, reason=f"fake Drive unavailable: {fakedrive.available()}"
@@ -148,8 +149,7 @@ def colab(tmp_path, monkeypatch):
     """Colab's google.colab.drive, recording calls, with Drive at tmp/content/drive and
     DriveFS's log under a fake HOME. Everything else is real."""
     mount_point = tmp_path / "content" / "drive"
-    (mount_point / "MyDrive" / "datasets").mkdir(parents=True)
-    (mount_point / "MyDrive" / "model.pt").write_bytes(b"x")
+    write_files(mount_point / "MyDrive", {"model.pt": b"x"}, dirs=["datasets"])
     calls: list[tuple] = []
 
     def flush_and_unmount():
@@ -231,8 +231,7 @@ def test_colab_unmount_leaves_drive_unmounted(ip, colab):
 @needs_fuse
 def test_fake_mounts_a_simulated_drive_and_a_second_fake_replaces_it(ip, drive_root, tmp_path):
     first_dir = tmp_path / "first"
-    (first_dir / "MyDrive").mkdir(parents=True)
-    (first_dir / "MyDrive" / "a.bin").write_bytes(b"first drive")
+    write_file(first_dir / "MyDrive" / "a.bin", b"first drive")
 
     result = ip.run_line_magic("drive", f"--fake {first_dir} --profile bench")
 
@@ -260,8 +259,7 @@ def test_fake_mounts_a_simulated_drive_and_a_second_fake_replaces_it(ip, drive_r
 @needs_fuse
 def test_remount_restarts_the_simulated_drive_cold(ip, tmp_path):
     folder = tmp_path / "d"
-    (folder / "MyDrive").mkdir(parents=True)
-    (folder / "MyDrive" / "x.bin").write_bytes(b"x" * 1000)
+    write_file(folder / "MyDrive" / "x.bin", b"x" * 1000)
     root = ip.run_line_magic("drive", f"--fake {folder} --profile fast").root
     drive.resolve("My Drive/x.bin").read_bytes()
     assert fakedrive.status(root)["warm"] == 1
