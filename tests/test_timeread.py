@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,19 +14,11 @@ from IPython.core.error import UsageError
 import colabmagic
 from colabmagic import drive, fakedrive
 from colabmagic.timeread import TimeReadResult, measure, report
+from tests.builders import random_files, write_files
 
 needs_fuse = pytest.mark.skipif(
     fakedrive.available() is not None, reason=f"fake Drive unavailable: {fakedrive.available()}"
 )
-
-
-def make_files(folder: Path, count: int, low: int, high: int, *, seed: int = 0) -> None:
-    """COUNT files of random bytes, LOW to HIGH bytes each, in a few subfolders."""
-    rng = random.Random(seed)
-    for i in range(count):
-        sub = folder / f"class{i % 3}"
-        sub.mkdir(parents=True, exist_ok=True)
-        (sub / f"{i:05d}.jpg").write_bytes(rng.randbytes(rng.randint(low, high)))
 
 
 # --- the package ------------------------------------------------------------------------
@@ -98,7 +90,7 @@ def test_plan_with_few_files():
 
 def test_magic_on_a_plain_folder(ip, drive_root, tmp_path):
     train = drive_root / "MyDrive" / "my <set> & co"
-    make_files(train, 60, 2_000, 9_000)
+    write_files(train, random_files(60, (2_000, 9_000)))
     (train / "labels.npy").write_bytes(os.urandom(2_500_000))
     local = tmp_path / "scratch"
 
@@ -128,7 +120,7 @@ def test_magic_on_a_plain_folder(ip, drive_root, tmp_path):
     text = str(result)
     assert text.startswith("%timeread")
     assert ip.display_formatter.format(result)[0]["text/plain"] == text
-    for label in ("first read p50 / p95", "files/s, 16 in flight", "streaming MB/s"):
+    for label in ("first read p50 / p95", "files/s, 16 in flight", "streaming"):
         assert label in text
     page = result._repr_html_()
     assert page.count("<tr>") == len(result.rows())
@@ -138,7 +130,7 @@ def test_magic_on_a_plain_folder(ip, drive_root, tmp_path):
 
 
 def test_python_and_cli_twins(drive_root, capsys):
-    make_files(drive_root / "MyDrive" / "train", 12, 1_000, 2_000)
+    write_files(drive_root / "MyDrive" / "train", random_files(12, (1_000, 2_000)))
 
     result = colabmagic.timeread("My Drive/train", files=6, workers=2, quiet=True)
 
@@ -200,6 +192,68 @@ def test_usage_errors(ip, drive_root, line, message):
     with pytest.raises(UsageError, match="^%timeread: ") as caught:
         ip.run_line_magic("timeread", line)
     assert message in str(caught.value)
+
+
+# --- the table's figures ------------------------------------------------------------
+
+
+def _result(**fields) -> TimeReadResult:
+    base = dict(
+        files_sampled=10,
+        drive_p50_s=0.000123,
+        drive_p95_s=0.5004,
+        drive_mb_s=2463.2,
+        drive_files_s=1.99,
+        parallel_files_s=26_633.0,
+        local_p50_s=0.0092,
+        local_mb_s=0.0423,
+        epoch_drive_s=0.99996,
+        epoch_local_s=12.345,
+        stage_estimate_s=0.011,
+        advice="Reading straight from Drive is fine here.",
+        path=Path("/d/MyDrive/train"),
+        files_total=10,
+        bytes_total=10_000,
+        workers=16,
+        serial_files=5,
+        parallel_files=5,
+        local_files_s=4178.0,
+        serial_mb_s=0.00955,
+        parallel_mb_s=1679.4,
+        stream_files=1,
+        stream_bytes=5_000_000,
+    )
+    return TimeReadResult(**{**base, **fields})
+
+
+def test_every_figure_has_three_significant_figures_in_a_unit_that_fits():
+    rows = dict(_result().rows())
+
+    assert rows["files/s, one reader"] == "Drive 1.99 (9.55 kB/s) · local disk 4,180"
+    assert rows["files/s, 16 in flight"] == "Drive 26,600 (1.68 GB/s)"
+    assert rows["streaming"] == "Drive 2.46 GB/s (on 5.0 MB) · local disk 42.3 kB/s"
+    assert rows["first read p50 / p95"] == "Drive 123 µs / 500 ms · local disk 9.20 ms"
+    assert rows["epoch over PATH, one reader"] == "Drive 1.00 s · local disk 12.3 s"
+    assert rows["%stage would take"] == "11.0 ms"
+    page = _result()._repr_html_()
+    assert "9.55 kB/s" in page and "0.00955" not in page
+
+
+def test_the_measured_table_has_no_figure_of_another_precision(drive_root):
+    train = drive_root / "MyDrive" / "train"
+    write_files(train, random_files(30, (500, 20_000)))
+    (train / "big.bin").write_bytes(os.urandom(2_000_000))
+
+    result = colabmagic.timeread("My Drive/train", files=20, quiet=True)
+
+    counted = ("path", "PATH holds", "sample")  # counts and humanize's sizes
+    measured = [value for label, value in result.rows() if label not in counted]
+    measured = [re.sub(r"\(on [^)]*\)", "", v) for v in measured]  # a size: humanize's
+    figures = re.findall(r"(\d[\d,.]*) (?:µs|ms|s|files/s|[kMG]?B/s)?", " ".join(measured))
+    for figure in figures:
+        digits = figure.replace(",", "").replace(".", "").lstrip("0")
+        # 3 significant figures; a larger whole number (26,600) ends in zeros.
+        assert len(digits) == 3 or len(digits) > 3 and set(digits[3:]) == {"0"}, figure
 
 
 # --- advice --------------------------------------------------------------------------
@@ -269,7 +323,7 @@ def test_accuracy_on_the_simulated_drive(drive_root, tmp_path):
     open_latency, bandwidth = 0.050, 40e6
     src = tmp_path / "src"
     train = src / "MyDrive" / "train"
-    make_files(train, 40, 2_000, 6_000)
+    write_files(train, random_files(40, (2_000, 6_000)))
     for i in range(2):
         (train / f"big{i}.bin").write_bytes(os.urandom(8_000_000))
     with fakedrive.mount(
@@ -302,7 +356,7 @@ def test_accuracy_on_the_simulated_drive(drive_root, tmp_path):
 @needs_fuse
 def test_a_warm_sample_is_noticed(ip, tmp_path):
     folder = tmp_path / "d"
-    make_files(folder / "MyDrive" / "train", 30, 1_000, 3_000)
+    write_files(folder / "MyDrive" / "train", random_files(30, (1_000, 3_000)))
     ip.run_line_magic("drive", f"--fake {folder} --profile bench")
     try:
         cold = ip.run_line_magic("timeread", '"My Drive/train" --files 20')
@@ -322,7 +376,7 @@ def test_a_warm_sample_is_noticed(ip, tmp_path):
 @needs_fuse
 def test_local_copies_may_not_go_into_drive(ip, tmp_path):
     folder = tmp_path / "d"
-    make_files(folder / "MyDrive" / "train", 3, 10, 20)
+    write_files(folder / "MyDrive" / "train", random_files(3, (10, 20)))
     root = ip.run_line_magic("drive", f"--fake {folder} --profile fast").root
     try:
         with pytest.raises(UsageError, match="--local must be on local disk"):

@@ -7,6 +7,7 @@ fitted to the sample: an epoch is every file of PATH read once by one reader, an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class TimeReadResult(Result):
             rows.append(
                 (
                     "files/s, one reader",
-                    f"Drive {_rate(self.drive_files_s)} ({_rate(self.serial_mb_s)} MB/s) · "
+                    f"Drive {_rate(self.drive_files_s)} ({_bandwidth(self.serial_mb_s)}) · "
                     f"local disk {_rate(self.local_files_s)}",
                 )
             )
@@ -90,14 +91,15 @@ class TimeReadResult(Result):
             rows.append(
                 (
                     f"files/s, {self.workers} in flight",
-                    f"Drive {_rate(self.parallel_files_s)} ({_rate(self.parallel_mb_s)} MB/s)",
+                    f"Drive {_rate(self.parallel_files_s)} ({_bandwidth(self.parallel_mb_s)})",
                 )
             )
         streamed = f" (on {size(self.stream_bytes)})" if self.drive_mb_s is not None else ""
         rows.append(
             (
-                "streaming MB/s",
-                f"Drive {_rate(self.drive_mb_s)}{streamed} · local disk {_rate(self.local_mb_s)}",
+                "streaming",
+                f"Drive {_bandwidth(self.drive_mb_s)}{streamed} · "
+                f"local disk {_bandwidth(self.local_mb_s)}",
             )
         )
         rows.append(
@@ -118,7 +120,7 @@ class TimeReadResult(Result):
             [
                 ("first read, p50", self.drive_p50_s, self.local_p50_s, _time),
                 ("files/s, one reader", self.drive_files_s, self.local_files_s, _rate),
-                ("streaming MB/s", self.drive_mb_s, self.local_mb_s, _rate),
+                ("streaming", self.drive_mb_s, self.local_mb_s, _bandwidth),
                 ("epoch over PATH", self.epoch_drive_s, self.epoch_local_s, _time),
             ]
         )
@@ -211,7 +213,7 @@ def summarise(
         )
     elif sum(r.nbytes - r.first_bytes for r in m.stream) < STREAM_MIN_BYTES:
         warnings.append(
-            f"streaming MB/s measured on only {size(_streamed(m.stream))} "
+            f"streaming rate measured on only {size(_streamed(m.stream))} "
             "(PATH's largest files): a rough figure"
         )
     stage_estimate = bytes_total / stage_bw + p50
@@ -397,16 +399,49 @@ def _files(n: int) -> str:
 # --- formatting ----------------------------------------------------------------------
 
 
+# Every measured figure in the table has the same three significant figures, and a
+# time or a byte rate is in the unit that keeps it between 1 and 1,000: "1.99 (9.55
+# kB/s)", not "1.99 (0.00955 MB/s)" beside "2,463".
+FIGURES = 3
+
+
+def _sig(value: float) -> str:
+    """VALUE to FIGURES significant figures, never in e-notation: 0.0123, 1.99, 26,600."""
+    if value == 0:
+        return "0"
+    rounded = float(f"{value:.{FIGURES}g}")
+    decimals = max(0, FIGURES - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:,.{decimals}f}"
+
+
+def _scaled(value: float, units: tuple[tuple[str, float], ...]) -> str:
+    """VALUE in the largest of UNITS (name, scale; largest first) it is at least 1 of."""
+    rounded = float(f"{value:.{FIGURES}g}")  # 999.7 ms is 1.00 s, not 1,000 ms
+    for unit, scale in units:
+        if rounded >= scale:
+            return f"{_sig(value / scale)} {unit}"
+    unit, scale = units[-1]
+    return f"{_sig(value / scale)} {unit}"
+
+
 def _time(seconds: float | None) -> str:
-    if seconds is not None and 0 < seconds < 0.01:
-        return f"{seconds * 1000:.2g} ms" if seconds < 0.001 else f"{seconds * 1000:.1f} ms"
-    return duration(seconds)
+    if seconds is None:
+        return "unknown"
+    if seconds >= 60:
+        return duration(seconds)  # minutes and hours in words
+    return _scaled(seconds, (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)))
 
 
 def _rate(value: float | None) -> str:
-    if value is None:
+    """Files per second."""
+    return "n/a" if value is None else _sig(value)
+
+
+def _bandwidth(mb_s: float | None) -> str:
+    """MB_S (10^6 bytes/s, as the result's fields hold it) in kB/s, MB/s or GB/s."""
+    if mb_s is None:
         return "n/a"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+    return _scaled(mb_s * 1e6, (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3), ("B/s", 1.0)))
 
 
 _DRIVE_COLOR = "#e8710a"
