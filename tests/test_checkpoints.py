@@ -238,12 +238,16 @@ def test_mirror_uploads_a_file_only_once_it_holds_still(drive_root, workdir):
     assert mirror.sync_now() == 1  # unchanged across two scans
     assert tree(drive_dir) == {"epoch=0.ckpt": b"first half second half"}
 
-    # A checkpoint folder goes only when all of its files hold still.
-    write(local / "checkpoint-5" / "a.bin", b"a")
+    # A checkpoint folder goes only when all of its files hold still, and have for
+    # FOLDER_SETTLE seconds (between two files of a folder no file is open).
+    write(local / "checkpoint-5" / "a.bin", b"a", T)
     mirror.sync_now()
     write(local / "checkpoint-5" / "b.bin", b"b")
     assert mirror.sync_now() == 0
+    assert mirror.sync_now() == 0  # b.bin is too fresh
     assert not (drive_dir / "checkpoint-5").exists()
+    os.utime(local / "checkpoint-5" / "b.bin", (T, T))
+    mirror.sync_now()
     assert mirror.sync_now() == 2
     # A changed file goes again; nothing deleted locally is deleted in Drive.
     write(local / "epoch=0.ckpt", b"rewritten")

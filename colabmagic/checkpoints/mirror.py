@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 RESUME_WORKERS = 4  # checkpoints are few and large: a few reads in flight fill the link
 MTIME_SLACK_NS = 2 * 10**9  # DriveFS keeps whole seconds
 SHOWN = 3  # names listed in a row before "and N more"
+# A folder is written file after file, and between two files no file is open: a
+# folder goes up only once none of its files changed for this long (as well as two
+# scans).  Pairs and shard sets need no such wait: their index is written last.
+FOLDER_SETTLE = 2.0
 
 State = tuple[tuple[str, int, int], ...]  # a unit's files: (rel, size, mtime_ns)
 
@@ -245,10 +249,13 @@ class Mirror:
     def _sync(self) -> int:
         units, states = self._scan()
         waiting = [key for key in units if self._synced.get(key) != states[key]]
+        now = time.time_ns()
         candidates = [
             key
             for key in waiting
-            if self._seen.get(key) == states[key] and incomplete(units[key]) is None
+            if self._seen.get(key) == states[key]
+            and incomplete(units[key]) is None
+            and (units[key].kind != "folder" or _quiet_since(states[key], now) >= FOLDER_SETTLE)
         ]
         self._seen = states
         older = self._older(units) if self.keep is not None else set()
@@ -497,6 +504,11 @@ class Mirror:
             last_copy=self.last_copy,
             colab=drive.in_colab(),
         )
+
+
+def _quiet_since(state: State, now_ns: int) -> float:
+    """Seconds since the last change to any file of STATE."""
+    return (now_ns - max(mtime for *_, mtime in state)) / 1e9
 
 
 def _rel(path: Path, folder: Path) -> str:

@@ -332,9 +332,7 @@ def checkpoint_of(folder: Path, unit: Unit) -> Checkpoint:
         total += st.st_size
         newest = max(newest, st.st_mtime)
         paths.append(path)
-    path = folder / unit.key
-    if unit.kind == "folder":
-        newest = max(newest, path.stat().st_mtime)
+    path = folder / unit.key  # a folder's own mtime is left out: a copy resets it
     epoch, step, when = parse_name(path.name)
     return Checkpoint(path, epoch, step, newest, total, tuple(paths), when)
 
