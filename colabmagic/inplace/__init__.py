@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import ColabMagicError
 from ..unpack.members import Refused, shown
+from . import blockcache as _blockcache
 from . import index as _index
 
 __all__ = ["Archive", "ArchiveDataset", "open_archive"]
@@ -125,7 +126,7 @@ class Archive:
         st = os.stat(self.path)
         self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
         self._reader = None
-        self._pid = -1
+        self._fork = -1
         reader = self._open_reader()
         where = _index.cache_path(self._cache_dir, self.path, self.size, self.mtime_ns)
         self.index = _index.MemberIndex.load(where)
@@ -147,7 +148,9 @@ class Archive:
     # ------------------------------------------------------------------ processes
 
     def _open_reader(self):
-        if self._reader is not None and self._pid == os.getpid():
+        from .blockcache import forks
+
+        if self._reader is not None and self._fork == forks():
             return self._reader
         if self.cached:
             from .blockcache import BlockCache
@@ -162,18 +165,19 @@ class Archive:
             self._reader = _LocalFile(self.path)
         if (self._reader.size) != self.size:
             raise ColabMagicError(f'"{self.path}" changed since it was opened; open it again')
-        self._pid = os.getpid()
+        self._fork = forks()
         return self._reader
 
     def _pread(self, offset: int, n: int) -> bytes:
-        reader = self._reader if self._pid == os.getpid() else self._open_reader()
-        return reader.pread(offset, n)
+        if self._fork != _blockcache.forks():
+            return self._open_reader().pread(offset, n)
+        return self._reader.pread(offset, n)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_reader"] = None  # descriptors and threads stay in their process
         state["index"] = None  # the worker reads it back from the local cache
-        state["_pid"] = -1
+        state["_fork"] = -1
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -251,7 +255,7 @@ class Archive:
 
     def close(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None and self._pid == os.getpid():
+        if reader is not None and self._fork == _blockcache.forks():
             reader.close()
 
     def __enter__(self) -> Archive:

@@ -1,15 +1,16 @@
 """A local block cache of an archive on Drive, shared by every process that reads it.
 
 The archive is cut into aligned blocks (`BLOCK`, 4 MiB); each block read from Drive is
-written at its own offset in one sparse local file, and marked in a map file (one
-byte per block) only after its bytes are written, so a reader never sees a marked
-block without its data.  Processes (a DataLoader's workers) share the two files and
-coordinate with ``fcntl`` record locks on the block's map byte: a fetcher holds it
-exclusively while it reads the block from Drive, so one block is fetched once however
-many workers want it; a reader holds it shared while it reads a cached block, so an
-eviction (which takes it exclusively, clears the mark and punches the block out of
-the file) never pulls the bytes from under it.  The cache is bounded (`limit`): past
-it, a random unlocked block is evicted to make room.
+written at its own offset in one sparse local file, and marked present in a map file
+(two bytes per block: present, generation) only after its bytes are written, so a
+reader never sees a present block without its data.  Processes (a DataLoader's
+workers) share the two files through ``mmap`` and coordinate with ``fcntl`` record
+locks on the block's map bytes: a fetcher holds them while it reads the block from
+Drive, so one block is fetched once however many workers want it.  A cached block is
+read without a lock or a system call besides the ``pread``: the reader checks that
+the block was present, with the same generation, before and after it read; an
+eviction (a random unlocked block, once the cache reaches its bound `limit`) bumps
+the generation and clears the mark before it punches the block out of the file.
 
 Reads from Drive go through `SourceFile`, so a drop-out is retried by the shared
 policy and a changed archive is refused.  Read-ahead: when the whole archive fits
@@ -38,6 +39,23 @@ log = logging.getLogger(__name__)
 
 BLOCK = 4 << 20
 AHEAD = 2  # blocks read ahead of a sequential reader when the archive does not fit
+
+
+_forks = 0  # bumped in a forked child: what this process set up is not its own
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def forks() -> int:
+    """How many forks lie between this process and the one that imported this module
+    (a cheap test of "am I still the process that opened this?")."""
+    return _forks
 
 
 def default_limit(cache_dir: Path, size: int) -> int:
@@ -76,23 +94,23 @@ class BlockCache:
         # The whole archive, if the bound allows it; else whole blocks under the bound.
         self.limit_blocks = self.blocks if self.limit >= self.size else max(1, self.limit // block)
         self._forget_older(digest)
-        self._pid = -1
+        self._fork = -1
         self._setup()
 
     # ------------------------------------------------------------------ per process
 
     def _setup(self) -> None:
         """Descriptors, locks and threads of this process (again after a fork)."""
-        self._pid = os.getpid()
+        self._fork = _forks
         data = self.folder / f"{self.stem}.data"
         marks = self.folder / f"{self.stem}.map"
         self._data = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._map = os.open(marks, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if os.fstat(self._data).st_size != self.size:
             os.ftruncate(self._data, self.size)  # sparse: blocks take space once written
-        if os.fstat(self._map).st_size != self.blocks:
-            os.ftruncate(self._map, self.blocks)
-        self._marks = mmap.mmap(self._map, self.blocks)
+        if os.fstat(self._map).st_size != 2 * self.blocks:
+            os.ftruncate(self._map, 2 * self.blocks)
+        self._marks = mmap.mmap(self._map, 2 * self.blocks)
         self._guard = threading.Lock()
         self._room = threading.Lock()
         self._locks: dict[int, threading.Lock] = {}
@@ -106,7 +124,7 @@ class BlockCache:
         self.fetched = 0  # blocks this process read from Drive
 
     def _check_pid(self) -> None:
-        if os.getpid() != self._pid:
+        if self._fork != _forks:
             # A forked child: the parent's locks and threads are not ours.  Its
             # descriptors are, but POSIX record locks belong to a process: open anew.
             with contextlib.suppress(OSError, ValueError):
@@ -136,11 +154,14 @@ class BlockCache:
     # ------------------------------------------------------------------ reading
 
     def pread(self, offset: int, n: int) -> bytes:
-        self._check_pid()
+        if self._fork != _forks:
+            self._check_pid()
         end = min(offset + n, self.size)
         if offset >= end:
             return b""
         first, last = offset // self.block, (end - 1) // self.block
+        if first == last:
+            return self._read(first, offset, end)
         pieces = []
         for b in range(first, last + 1):
             lo = max(offset, b * self.block)
@@ -149,21 +170,20 @@ class BlockCache:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _read(self, b: int, lo: int, hi: int) -> bytes:
+        marks = self._marks
+        present, generation = marks[2 * b], marks[2 * b + 1]
+        if present:
+            data = os.pread(self._data, hi - lo, lo)
+            if marks[2 * b] and marks[2 * b + 1] == generation:
+                return data  # not evicted while it was read
         with self._lock(b):
-            if self._marks[b]:
-                fcntl.lockf(self._map, fcntl.LOCK_SH, 1, b)
-                try:
-                    if self._marks[b]:
-                        return os.pread(self._data, hi - lo, lo)
-                finally:
-                    fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
-            fcntl.lockf(self._map, fcntl.LOCK_EX, 1, b)
+            fcntl.lockf(self._map, fcntl.LOCK_EX, 2, 2 * b)
             try:
-                if self._marks[b]:  # another process fetched it while we waited
+                if marks[2 * b]:  # another thread or process fetched it meanwhile
                     return os.pread(self._data, hi - lo, lo)
                 data = self._fetch(b)
             finally:
-                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 2, 2 * b)
         self._after_miss(b)
         start = b * self.block
         return data[lo - start : hi - start]
@@ -179,21 +199,22 @@ class BlockCache:
         # threads and processes (the lock on the map byte past the last block), or
         # two of them could each take the last free place.
         with self._room:
-            fcntl.lockf(self._map, fcntl.LOCK_EX, 1, self.blocks)
+            fcntl.lockf(self._map, fcntl.LOCK_EX, 1, 2 * self.blocks)
             try:
                 if self._make_room(b) and os.pwrite(self._data, data, start) == want:
-                    self._marks[b] = 1  # data first, then the mark (MAP_SHARED: seen by all)
+                    self._marks[2 * b] = 1  # data first, then the mark (MAP_SHARED)
             finally:
-                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, self.blocks)
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, 2 * self.blocks)
         self.fetched += 1
         return data
 
     def _make_room(self, keep: int) -> bool:
         """Whether block KEEP may be stored, evicting others to stay under the limit."""
-        over = self._marks[:].count(1) - self.limit_blocks + 1
+        present = self._marks[0::2]
+        over = present.count(1) - self.limit_blocks + 1
         if over <= 0:
             return True
-        cached = [i for i, m in enumerate(self._marks[:]) if m and i != keep]
+        cached = [i for i, m in enumerate(present) if m and i != keep]
         random.shuffle(cached)
         for victim in cached:
             if over <= 0:
@@ -208,17 +229,20 @@ class BlockCache:
             return False
         try:
             try:
-                fcntl.lockf(self._map, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, b)
+                fcntl.lockf(self._map, fcntl.LOCK_EX | fcntl.LOCK_NB, 2, 2 * b)
             except OSError:
-                return False  # being read or fetched in another process
+                return False  # being fetched in another process
             try:
-                if not self._marks[b]:
+                if not self._marks[2 * b]:
                     return False
-                self._marks[b] = 0  # the mark first: nobody reads it from here on
+                # The generation, then the mark, then the bytes: a reader that read
+                # them meanwhile sees the change and reads again.
+                self._marks[2 * b + 1] = (self._marks[2 * b + 1] + 1) & 0xFF
+                self._marks[2 * b] = 0
                 # Without hole punching (an old kernel) the space is not freed.
                 return _punch(self._data, b * self.block, self.block)
             finally:
-                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 2, 2 * b)
         finally:
             lock.release()
 
@@ -234,7 +258,7 @@ class BlockCache:
             if self._fill_all:
                 self._wanted = [*range(b + 1, self.blocks), *range(0, b)]
             else:
-                self._wanted = [i for i in ahead if not self._marks[i]]
+                self._wanted = [i for i in ahead if not self._marks[2 * i]]
             if self._filler is None or not self._filler.is_alive():
                 self._filler = threading.Thread(
                     target=self._fill, name="colabmagic-readahead", daemon=True
@@ -252,7 +276,7 @@ class BlockCache:
                     if self._stop:
                         return
                     b = self._wanted.pop(0)
-                if self._marks[b]:
+                if self._marks[2 * b]:
                     continue
                 self._prefetch(b)
         except Exception as error:  # the reader meets the same error and reports it
@@ -268,23 +292,23 @@ class BlockCache:
             return  # a reader of this process is fetching it
         try:
             try:
-                fcntl.lockf(self._map, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, b)
+                fcntl.lockf(self._map, fcntl.LOCK_EX | fcntl.LOCK_NB, 2, 2 * b)
             except OSError:
                 return  # another process is fetching it
             try:
-                if not self._marks[b]:
+                if not self._marks[2 * b]:
                     self._fetch(b)
             finally:
-                fcntl.lockf(self._map, fcntl.LOCK_UN, 1, b)
+                fcntl.lockf(self._map, fcntl.LOCK_UN, 2, 2 * b)
         finally:
             lock.release()
 
     def cached_blocks(self) -> int:
         self._check_pid()
-        return self._marks[:].count(1)
+        return self._marks[0::2].count(1)
 
     def close(self) -> None:
-        if os.getpid() != self._pid:
+        if self._fork != _forks:
             return
         with self._guard:
             self._stop = True

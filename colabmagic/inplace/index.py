@@ -196,31 +196,35 @@ def read_zip_member(
     inflated to no more than its declared size, CRC-checked."""
     import zlib
 
-    label = shown(name.decode("utf-8", "surrogateescape"))
+    def refuse(why: str) -> Refused:
+        return Refused(f"member {shown(name.decode('utf-8', 'surrogateescape'))} {why}")
+
     buf = pread(at, _LFH.size + len(name) + _LOCAL_EXTRA_GUESS + csize)
     if len(buf) < _LFH.size or buf[:4] != b"PK\x03\x04":
-        raise Refused(f"member {label}: bad local header")
+        raise refuse("has a bad local header")
     nlen, elen = struct.unpack_from("<2H", buf, 26)
     start = _LFH.size + nlen + elen
     if len(buf) < start + csize:
         buf += pread(at + len(buf), start + csize - len(buf))
         if len(buf) < start + csize:
-            raise Refused(f"member {label} is truncated")
-    if not _same_name(buf[_LFH.size : _LFH.size + nlen], name, method):
-        raise Refused(f"member {label}: its local header names another file")
-    data = memoryview(buf)[start : start + csize]
+            raise refuse("is truncated")
+    if buf[_LFH.size : _LFH.size + nlen] != name and not _same_name(
+        buf[_LFH.size : _LFH.size + nlen], name, method
+    ):
+        raise refuse("is named otherwise by its local header (a mismatched archive)")
     if method & 0x7F == 8:
         inflate = zlib.decompressobj(-15)
         try:
-            out = inflate.decompress(data, usize + 1)  # a byte past it proves a lie
+            # A byte past the declared size proves a lie.
+            out = inflate.decompress(memoryview(buf)[start : start + csize], usize + 1)
         except zlib.error as error:
-            raise Refused(f"member {label} has corrupt deflate data: {error}") from None
+            raise refuse(f"has corrupt deflate data: {error}") from None
         if len(out) != usize or not inflate.eof:
-            raise Refused(f"member {label} does not expand to its declared size")
+            raise refuse("does not expand to its declared size")
     else:
-        out = bytes(data) if len(data) != len(buf) else buf
+        out = buf[start : start + csize]
     if zlib.crc32(out) != crc:
-        raise Refused(f"member {label} fails its CRC check (corrupt)")
+        raise refuse("fails its CRC check (corrupt)")
     return out
 
 
