@@ -37,8 +37,10 @@ from . import drive, fsio, interrupts
 from .errors import ColabMagicError
 from .results import Result, size
 
-BYTECODE = Path(tempfile.gettempdir()) / "colabmagic" / "pycache"
-LOCAL_COPIES = Path(tempfile.gettempdir()) / "colabmagic" / "devpath"
+# Not a folder named "colabmagic": with the temporary folder as the working directory
+# it would be importable as a namespace package of that name.
+BYTECODE = Path(tempfile.gettempdir()) / "colabmagic-pycache"
+LOCAL_COPIES = Path(tempfile.gettempdir()) / "colabmagic-devpath"
 _COPY = re.compile(r"^(?P<base>.+?) \((?P<n>\d+)\)(?P<ext>\.py)?$")  # Drive's "name (1).py"
 
 
@@ -292,6 +294,14 @@ def warnings(folder: Path, copy: Path | None, *, autoreload: bool) -> list[str]:
                 f'"{module.name}" is already imported from {where or "the interpreter itself"}, '
                 "which shadows the one in Drive; restart the session to import the Drive one"
             )
+    if copy is not None:
+        for name, module in list(sys.modules.items()):
+            where = getattr(module, "__file__", None)
+            if where and "." not in name and _inside(where, folder):
+                found.append(
+                    f'"{name}" was imported from Drive itself before --local; it keeps '
+                    "reading Drive (autoreload too) until the session restarts"
+                )
     for name, where in _stale(roots):
         fix = (
             "autoreload reloads it before the next cell runs"
