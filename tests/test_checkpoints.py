@@ -733,3 +733,15 @@ def test_link_mode_shows_the_links_target(ip, drive_root, workdir):
     result = ip.run_line_magic("ckptlink", 'ckpt "My Drive/runs/r"')
     assert f"{workdir / 'ckpt'} → My Drive/runs/r" in str(result)
     assert "(symlink)" not in str(result)
+
+
+def test_stop_waits_for_a_folder_written_just_before(drive_root, workdir):
+    start_mirror("ckpt", "My Drive/run")
+    write(workdir / "ckpt" / "checkpoint-9" / "model.bin", b"nine")
+    write(workdir / "ckpt" / "checkpoint-9" / "state.json", b"{}")
+    stopped = checkpoints.stop_mirror("ckpt")
+    assert stopped.mirrors[0].pending == 0
+    assert tree(drive_root / "MyDrive" / "run") == {
+        "checkpoint-9/model.bin": b"nine",
+        "checkpoint-9/state.json": b"{}",
+    }

@@ -472,15 +472,17 @@ class Mirror:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        """End the thread, then sync twice, a short settle apart, so that files
-        written just before are copied once they hold still."""
+        """End the thread, then sync until nothing is pending, for at most a folder's
+        settle time, so that what was written just before is copied once it holds
+        still."""
         self._stopping.set()
         while self._thread is not None and self._thread.is_alive():
             self._thread.join(interrupts.POLL)
             interrupts.check()
+        deadline = time.monotonic() + FOLDER_SETTLE + 0.5
         self.sync_now()
-        if self.pending:
-            interrupts.sleep(min(self.every, 0.5))
+        while self.pending and time.monotonic() < deadline:
+            interrupts.sleep(min(self.every, 0.25))
             self.sync_now()
 
     def state(self) -> MirrorState:
@@ -610,7 +612,9 @@ def copy_back(local: Path, drive_dir: Path) -> Start:
             jobs.append(unit)
 
     def fetch(unit: Unit) -> tuple[int, bool, str | None]:
-        record = manifest.read(drive_dir, unit.key)
+        record = source.retrying(
+            lambda: manifest.read(drive_dir, unit.key), what=f'reading the manifest of "{unit.key}"'
+        )
         if reason := manifest.mismatch(drive_dir, record):
             return 0, False, f"{unit.key}: {reason}"
         final = local / unit.key
