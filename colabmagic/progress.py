@@ -24,12 +24,26 @@ class _Silent:
         pass
 
 
+def _tqdm() -> Any:
+    """tqdm.auto's class, but the text bar without a warning where ipywidgets is missing.
+
+    In a Jupyter kernel without ipywidgets, tqdm.auto prints "TqdmWarning: IProgress
+    not found" and falls back to text; ask first, and fall back silently.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
+
+
 def bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
-    """A tqdm.auto bar counting bytes (a widget in notebooks, text in terminals)."""
+    """A tqdm bar counting bytes (a widget in notebooks with ipywidgets, else text)."""
     if quiet:
         return _Silent()
-    from tqdm.auto import tqdm
-
+    tqdm = _tqdm()
     return tqdm(
         total=total,
         desc=desc,
