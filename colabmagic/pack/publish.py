@@ -31,6 +31,8 @@ UPLOAD_CHUNK = READ_CHUNK  # writes into Drive: large, as DriveFS uploads best
 # Members whose bytes are re-read from the Drive copy and checked against their CRC.
 VERIFY_SAMPLE = 16
 VERIFY_MAX_MEMBER = 64 << 20
+VERIFY_BUFFER = 1 << 20  # reads of a tar's copy whose members are SMALL_MEMBERS or less
+SMALL_MEMBERS = 128 << 10
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,16 @@ def verify(path: Path, fmt: str, members: list[Member]) -> None:
                     if zlib.crc32(archive.read(m.name)) != m.crc:
                         raise StepFailed("verifying the copy in Drive", f"{m.name}: wrong bytes")
         else:
-            with tarfile.open(path, "r:") as archive:
+            # tarfile reads a 512-byte header per member and seeks past the data.  Each
+            # read is a round trip to Drive (~1.5 ms on the simulated one): for small
+            # members, reading the whole copy in large reads costs less than one trip
+            # per member (2,000 members of 24 kB: 1.0 s instead of 3.0 s).
+            average = sum(m.size for m in members) // max(1, len(members))
+            buffering = VERIFY_BUFFER if average <= SMALL_MEMBERS else -1
+            with (
+                open(path, "rb", buffering=buffering) as raw,
+                tarfile.open(fileobj=raw, mode="r:") as archive,
+            ):
                 infos = archive.getmembers()
                 _compare(path, [(i.name, i.size) for i in infos], members)
                 by_name = {i.name: i for i in infos}
