@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -12,9 +13,9 @@ import pytest
 from IPython.core.error import UsageError
 
 import colabmagic
-from colabmagic import drive, fakedrive
+from colabmagic import drive, fakedrive, source
 from colabmagic.timeread import TimeReadResult, measure, report
-from tests.builders import random_files, write_files
+from tests.builders import random_bytes, random_files, write_file, write_files
 
 needs_fuse = pytest.mark.skipif(
     fakedrive.available() is not None, reason=f"fake Drive unavailable: {fakedrive.available()}"
@@ -254,6 +255,85 @@ def test_the_measured_table_has_no_figure_of_another_precision(drive_root):
         digits = figure.replace(",", "").replace(".", "").lstrip("0")
         # 3 significant figures; a larger whole number (26,600) ends in zeros.
         assert len(digits) == 3 or len(digits) > 3 and set(digits[3:]) == {"0"}, figure
+
+
+# --- Drive drop-outs -------------------------------------------------------------------
+
+
+def _scandir_failing(times: int):
+    """os.scandir, but a listing of a folder named "train" fails TIMES times first."""
+    real = os.scandir
+    left = [times]
+
+    def scandir(path):
+        if not isinstance(path, int) and Path(path).name == "train" and left[0] > 0:
+            left[0] -= 1
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return real(path)
+
+    return scandir
+
+
+def test_a_listing_that_drops_out_is_listed_again(drive_root, monkeypatch):
+    files = write_files(drive_root / "MyDrive" / "train", random_files(9, 100))
+    monkeypatch.setattr(source, "backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(os, "scandir", _scandir_failing(2))
+
+    result = colabmagic.timeread("My Drive/train", quiet=True)
+
+    assert (result.files_total, result.bytes_total) == (9, sum(map(len, files.values())))
+
+
+def test_a_listing_that_keeps_dropping_out_fails_after_the_retries_in_force(
+    ip, drive_root, monkeypatch
+):
+    write_files(drive_root / "MyDrive" / "train", random_files(3, 100))
+    monkeypatch.setattr(source, "backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(os, "scandir", _scandir_failing(3))
+    ip.run_line_magic("config", "ColabMagic.retries = 2")
+
+    with pytest.raises(UsageError, match="^%timeread: listing .*train failed with ENOTCONN "):
+        ip.run_line_magic("timeread", "train")
+    ip.run_line_magic("config", "ColabMagic.retries = 3")
+    assert ip.run_line_magic("timeread", "train").files_total == 3  # the 4th listing works
+
+
+@needs_fuse
+def test_a_file_drive_cannot_read_is_counted_and_named(drive_root, tmp_path):
+    src = tmp_path / "src"
+    write_files(src / "MyDrive" / "train", random_files(12, (1_000, 2_000)))
+    bad = write_file(src / "MyDrive" / "train" / "bad.jpg", random_bytes(5_000, 1))
+    with fakedrive.mount(
+        src, profile="fast", fail_after=1_000, fail_path="MyDrive/train/bad.jpg", fail_always=True
+    ) as root:
+        drive.use_root(root)
+        result = colabmagic.timeread("My Drive/train", files=13, quiet=True)
+
+    assert result.files_total == 13 and result.files_sampled == 12
+    (note,) = [w for w in result.warnings if "could not be read" in w]
+    assert note == (
+        "1 file could not be read from Drive (left out of the figures), e.g. "
+        f"{bad.name}: Input/output error"
+    )
+
+
+@needs_fuse
+def test_the_copy_to_local_disk_survives_a_drop_out(tmp_path, monkeypatch):
+    """The untimed copy of a sampled file to local disk goes through the retry policy."""
+    data = random_bytes(300_000, 5)
+    src = tmp_path / "src"
+    write_file(src / "MyDrive" / "x.bin", data)
+    monkeypatch.setattr(source, "backoff", lambda attempt: 0.0)
+    buf = bytearray(measure.CHUNK)
+    with fakedrive.mount(src, profile="fast") as root:
+        first = measure.read_file(root / "MyDrive" / "x.bin", buf)
+        fakedrive.configure(
+            root, fail_after=200_000, fail_errno="ENOTCONN", fail_path="MyDrive/x.bin"
+        )
+        copy = measure.copy_cold(first, tmp_path / "copy", buf)
+
+    assert copy.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "src"]
 
 
 # --- advice --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,10 @@ def measure(
         warnings.append(f"local disk not measured: {error}")
     if failed:
         path, error = failed[0]
+        files = "1 file" if len(failed) == 1 else f"{len(failed):,} files"
         warnings.append(
-            f"{len(failed)} files could not be read from Drive, e.g. {path.name}: "
-            f"{error.strerror or error}"
+            f"{files} could not be read from Drive (left out of the figures), e.g. "
+            f"{path.name}: {error.strerror or error}"
         )
     return Measured(
         stream=stream,
@@ -337,25 +339,40 @@ def evict(path: Path) -> None:
 
 
 def list_files(top: Path) -> list[tuple[Path, int]]:
-    """Every regular file under TOP (or TOP itself) with its size, sorted by path."""
+    """Every regular file under TOP (or TOP itself) with its size, sorted by path.
+    A folder whose listing meets a Drive drop-out is listed again (`source.retrying`)."""
     try:
         if not top.is_dir():
             return [(top, top.stat().st_size)] if top.is_file() else []
         found: list[tuple[Path, int]] = []
         folders = [top]
         while folders:
-            with os.scandir(folders.pop()) as listing:
-                for entry in listing:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(Path(entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        found.append((Path(entry.path), entry.stat(follow_symlinks=False).st_size))
+            folder = folders.pop()
+            listed = source.retrying(partial(_scan, folder), what=f"listing {folder}")
+            for path, nbytes in listed:
+                if nbytes is None:
+                    folders.append(path)
+                else:
+                    found.append((path, nbytes))
     except OSError as error:
         from ..status import oserror_advice
 
         raise ColabMagicError(oserror_advice(top, error)) from None
     found.sort()
     return found
+
+
+def _scan(folder: Path) -> list[tuple[Path, int | None]]:
+    """FOLDER's sub-folders (size None) and regular files, read whole: a retry starts
+    the listing over rather than keep half of it."""
+    listed: list[tuple[Path, int | None]] = []
+    with os.scandir(folder) as listing:
+        for entry in listing:
+            if entry.is_dir(follow_symlinks=False):
+                listed.append((Path(entry.path), None))
+            elif entry.is_file(follow_symlinks=False):
+                listed.append((Path(entry.path), entry.stat(follow_symlinks=False).st_size))
+    return listed
 
 
 def local_dir(local: str | os.PathLike | None) -> Path:
