@@ -31,10 +31,22 @@ window.addEventListener("load", () => {
   for (const el of document.querySelectorAll(".colabmagic > table, svg.colabmagic-chart")) {
     const box = el.getBoundingClientRect();
     const style = getComputedStyle(el);
-    const caption = el.querySelector("caption");
+    const title = el.querySelector("caption > b");
+    const badge = el.querySelector("caption > .colabmagic-badge");
+    const badgeStyle = badge ? getComputedStyle(badge) : null;
+    const badgeBox = badge ? badge.getBoundingClientRect() : null;
     found.push({
       tag: el.tagName.toLowerCase(),
-      caption: caption ? caption.textContent : "",
+      caption: title ? title.textContent : "",
+      badge: badge ? {
+        text: badge.innerText,
+        background: badgeStyle.backgroundColor,
+        color: badgeStyle.color,
+        width: badgeBox.width,
+        height: badgeBox.height,
+      } : null,
+      cells: Array.from(el.querySelectorAll("tr")).map(
+        (tr) => Array.from(tr.children).map((c) => c.innerText)),
       rows: el.querySelectorAll("tr").length,
       bars: el.querySelectorAll("rect").length,
       width: box.width,
@@ -150,6 +162,18 @@ def test_rehearse_notebook_reads_well_in_a_browser(tmp_path, monkeypatch):
         assert float(element["opacity"]) > 0, element
     timeread_table = tables[1]
     assert timeread_table["rows"] >= 8
+    # The rendered text and the badge's computed colour, not pixels.
+    assert [t["badge"] and t["badge"]["text"] for t in tables] == [None, None, "staged", None]
+    badge = tables[2]["badge"]
+    assert badge["background"] == "rgb(19, 115, 51)" and badge["color"] == "rgb(255, 255, 255)"
+    assert badge["width"] > 20 and badge["height"] > 8, badge
+    stage_cells = dict(tables[2]["cells"])
+    assert stage_cells["action"] == "staged"
+    assert stage_cells["source"] == "My Drive/train.zip"
+    assert stage_cells["files"] == "302"
+    drive_cells = dict(tables[0]["cells"])
+    assert drive_cells["mount"].startswith(("simulated Drive", "plain folder"))
+    assert tables[2]["width"] < 1000  # narrow: long paths wrap inside their cell
 
     screenshot = tmp_path / "page.png"
     _chromium(page, tmp_path / "chromium-shot", f"--screenshot={screenshot}")
