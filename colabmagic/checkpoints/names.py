@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import drive
+from .. import drive, fsio
 from ..errors import ColabMagicError
 from ..results import Result, size
 from . import manifest
@@ -49,7 +49,7 @@ CHECKPOINT_EXTENSIONS = (
 # `global_step500`, Accelerate `step_500` / `epoch_3`.
 _CHECKPOINT_DIR = re.compile(r"(checkpoint|global_step|step|epoch)[-_]?(\d+)", re.IGNORECASE)
 # Names a framework is still writing, or an upload of ours in progress.
-IN_PROGRESS = (".partial", ".tmp", ".temp", ".swp", "~")
+IN_PROGRESS = (fsio.PARTIAL, ".tmp", ".temp", ".swp", "~")
 # Hugging Face writes a checkpoint folder as tmp-checkpoint-N, then renames it.
 _IN_PROGRESS_DIR = re.compile(r"tmp-checkpoint-\d+")
 # Unnumbered names that mean "the most recent" by convention (Lightning `last.ckpt`,
@@ -385,7 +385,8 @@ def scan(folder: str | os.PathLike) -> tuple[list[Checkpoint], list[tuple[str, s
     incomplete with the reason for each."""
     folder = Path(folder)
     if folder.is_file():
-        return [checkpoint_of(folder.parent, group([folder.name])[folder.name])], []
+        (unit,) = group([folder.name]).values()
+        return [checkpoint_of(folder.parent, unit)], []
     found, skipped = [], []
     for unit in group(walk(folder)).values():
         if unit.kind == "leftover":
