@@ -39,6 +39,7 @@ from . import drive, fsio, interrupts, source
 from .errors import ColabMagicError
 from .results import Result, duration, size
 
+LOCAL = Path(tempfile.gettempdir()) / "colabmagic-cache"  # archives on their way in
 KEY_CHARS = 16  # of the sha256, in entry names: 64 bits, no collisions in a cache folder
 FORMAT = 1  # of the JSON record; a newer one is treated as a miss
 
@@ -582,14 +583,22 @@ def _restore(
                 "use --force to rebuild it"
             )
         wanted[archive["name"]] = (_where(root, cwd), roots[root], archive)
-    for name, (_, members, archive) in wanted.items():
-        _vet(folder / name, members, archive["sha256"])
+    # Each archive is read from Drive once: checked while it is copied to local disk,
+    # then staged from there (a second read from Drive would cost as much again).
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    fsio.require_free(LOCAL, sum(a["archive_bytes"] for a in record["archives"]))
     unpacked = 0
     warnings: list[str] = []
-    for name, (root, _, archive) in wanted.items():
-        result = stage(folder / name, to=root, force=True, quiet=quiet, sha256=archive["sha256"])
-        unpacked += result.bytes
-        warnings += list(result.warnings)
+    try:
+        for name, (_, members, archive) in wanted.items():
+            _fetch(folder / name, LOCAL / name, members, archive["sha256"], quiet)
+        for name, (root, _, archive) in wanted.items():
+            result = stage(LOCAL / name, to=root, force=True, quiet=True, sha256=archive["sha256"])
+            unpacked += result.bytes
+            warnings += list(result.warnings)
+    finally:
+        for name in wanted:
+            fsio.remove_quietly(LOCAL / name)
     seconds = time.monotonic() - started
     cell_seconds = record.get("seconds")
     return CacheResult(
@@ -607,8 +616,10 @@ def _restore(
     )
 
 
-def _vet(path: Path, members: list[str], sha: str) -> None:
-    """Refuse PATH unless every member lies inside MEMBERS and its bytes hash to SHA."""
+def _fetch(path: Path, local: Path, members: list[str], sha: str, quiet: bool) -> None:
+    """Copy PATH to LOCAL, refusing it unless every member lies inside MEMBERS and its
+    bytes hash to SHA (LOCAL is then left absent)."""
+    from .progress import bar
     from .source import Prefetch, SourceFile
     from .unpack.stream import Stream, decompressed
     from .unpack.tar import tar_members
@@ -616,15 +627,18 @@ def _vet(path: Path, members: list[str], sha: str) -> None:
     compression = "zst" if path.name.endswith(".zst") else "gz"
     digest = hashlib.sha256()
     reader = SourceFile(path)
+    progress = bar(reader.size, f"restore {path.name}", quiet=quiet)
 
-    def raw() -> Iterator[bytes]:
-        for chunk in reader.chunks():
+    def raw(out: Any) -> Iterator[bytes]:
+        for chunk in reader.chunks():  # in Prefetch's thread: hashing overlaps the check
             digest.update(chunk)
+            fsio.write_all(out, chunk)
+            progress.update(len(chunk))
             yield chunk
 
     parents = {"/".join(m.split("/")[:i]) for m in members for i in range(1, m.count("/") + 1)}
     try:
-        with Prefetch(raw()) as chunks:
+        with fsio.atomic_write(local, sync=False) as out, Prefetch(raw(out)) as chunks:
             stream = Stream(decompressed(chunks, compression))
             for member, _ in tar_members(stream):
                 name = member.name
@@ -637,10 +651,11 @@ def _vet(path: Path, members: list[str], sha: str) -> None:
                     f"({', '.join(members)}); nothing was restored"
                 )
             stream.skip(1 << 62)
+            if digest.hexdigest() != sha:
+                raise ColabMagicError(
+                    f"{path.name} in Drive does not match its record (sha256 differs); "
+                    "nothing was restored; use --force to rebuild it"
+                )
     finally:
         reader.close()
-    if digest.hexdigest() != sha:
-        raise ColabMagicError(
-            f"{path.name} in Drive does not match its record (sha256 differs); nothing was "
-            "restored; use --force to rebuild it"
-        )
+        progress.close()

@@ -75,6 +75,7 @@ def test_a_miss_runs_and_caches_then_a_hit_restores_without_running(drive_root, 
     out = subprocess.run([str(workdir / "out/current")], capture_output=True, text=True)
     assert out.stdout == "tool 1\n"
     assert second.bytes == first.bytes and second.cell_seconds is not None
+    assert not list(cache_module.LOCAL.glob(f"{key}*"))  # the archive's way in is cleaned
     assert second.summary().startswith("restored 1 output (")
     assert "the cell took" in second.summary()
 
@@ -230,6 +231,7 @@ def test_a_member_outside_the_outputs_is_refused_before_anything_is_written(driv
     with pytest.raises(ColabMagicError, match=r'holds "\.bashrc", which is not inside --outputs'):
         colabmagic.cache(CACHE, ["out"], build_tool(log), source="s")
     assert sorted(os.listdir(workdir)) == [] and log == ["ran"]
+    assert not list(cache_module.LOCAL.glob(f"{first.key}*"))
 
 
 def test_an_archive_that_differs_from_its_record_is_refused(drive_root, workdir):
