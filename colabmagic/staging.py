@@ -28,6 +28,7 @@ from .errors import ColabMagicError
 from .results import StageResult, size
 from .source import WORKERS, Prefetch, SourceFile
 from .source import retries as retries_in_force
+from .source import workers as valid_workers
 
 STATE_DIR = ".colabmagic"
 FORMATS = ("auto", "zip", "tar", "file")
@@ -67,6 +68,7 @@ def stage(
     RETRIES is the count of Drive retries (None: the count in force).
     """
     text = os.fspath(src)
+    workers = valid_workers(workers)  # the one --workers check, as every twin does
     if format not in FORMATS:
         raise ColabMagicError(f"--format must be one of {', '.join(FORMATS)}")
     if sha256 is not None and not _is_sha256(sha256):
@@ -524,6 +526,7 @@ def _move_into_place(work, dest, outcome, claims, marker_path, previous, record)
     _write_marker(marker_path, record)
     try:
         with Transaction(work, dest, dest / STATE_DIR, claims) as transaction:
+            transaction.expected = set(made)
             transaction.place(outcome.names)
             transaction.remove_stale(set(made))
             placed = transaction.commit()

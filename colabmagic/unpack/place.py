@@ -160,6 +160,9 @@ class Transaction:
         self._trash: Path | None = None
         self._replaced: Path | None = None
         self.result = Placed()
+        # The work folder's paths: an undo leaves in place a folder the user has
+        # written into since it was moved there (undoing it would take their file).
+        self.expected: set[str] | None = None
 
     def __enter__(self) -> Transaction:
         return self
@@ -265,6 +268,17 @@ class Transaction:
             f"replaced is kept in {self.dest.name}/.colabmagic/replaced/)"
         )
 
+    def _written_into(self, rel: str) -> bool:
+        path = self.dest / rel
+        if self.expected is None or not path.is_dir() or path.is_symlink():
+            return False
+        for dirpath, dirnames, filenames in os.walk(path):
+            base = os.path.relpath(dirpath, self.dest)
+            for child in dirnames + filenames:
+                if f"{base}/{child}" not in self.expected:
+                    return True
+        return False
+
     # ----------------------------------------------------------------- ending
 
     def remove_stale(self, new: set[str]) -> None:
@@ -311,6 +325,8 @@ class Transaction:
         for action, rel, aside in reversed(self._journal):
             try:
                 if action == "placed":
+                    if self._written_into(rel):
+                        continue
                     os.rename(self.dest / rel, self.work / rel)
                 else:
                     assert aside is not None
