@@ -15,7 +15,7 @@ from typing import Any
 
 from . import drive, fsio
 from .errors import ColabMagicError
-from .results import Result, count, duration, size
+from .results import Result, count, size
 
 # Where DriveFS logs on Colab (colabtools' drive.py: $HOME/.config/Google/DriveFS/Logs;
 # Colab's HOME is /root). It greps this file for "QueryManager timed out" itself, and
@@ -293,23 +293,17 @@ def _kind_of(root: Path) -> tuple[str, str | None, Path | None, str]:
 
 
 def _describe(settings: dict[str, Any]) -> str:
-    bandwidth = settings.get("bandwidth", float("inf"))
-    rate = "no bandwidth cap" if bandwidth == float("inf") else f"{bandwidth / 1e6:,.0f} MB/s"
-    inflight = settings.get("inflight") or "no cap on requests"
-    parts = [
-        f"{settings.get('profile')} profile",
-        f"{_ms(settings.get('open_latency', 0.0))} cold open",
-        f"{_ms(settings.get('warm_latency', 0.0))} warm",
-        rate,
-        f"{inflight} in flight" if isinstance(inflight, int) else inflight,
-    ]
-    return ", ".join(parts)
+    """The simulated Drive's SETTINGS in words, as its Profile says them."""
+    import dataclasses
 
+    from . import fakedrive
 
-def _ms(seconds: float) -> str:
-    if 0 < seconds < 0.01:
-        return f"{seconds * 1000:.1f} ms"
-    return duration(seconds)
+    name = f"{settings.get('profile')} profile"
+    try:
+        fields = {f.name: settings[f.name] for f in dataclasses.fields(fakedrive.Profile)}
+        return f"{name} ({fakedrive.Profile(**fields)})"
+    except (KeyError, TypeError, ValueError):  # a server of another version
+        return name
 
 
 def mount_type(path: Path) -> str | None:

@@ -237,7 +237,10 @@ def test_fake_mounts_a_simulated_drive_and_a_second_fake_replaces_it(ip, drive_r
 
     assert result.kind == "simulated" and result.profile == "bench"
     assert result.source == first_dir
-    assert "20 ms cold open" in result.detail and "100 MB/s" in result.detail
+    assert result.detail == (
+        "bench profile (20 ms a cold open, 1 ms warm, 50 ms per 1,000 listed, 100 MB/s, "
+        "16 in flight)"
+    )
     first_root = result.root
     assert status.mount_type(first_root) == FAKE_FSTYPE
     assert drive.resolve("My Drive/a.bin").read_bytes() == b"first drive"
