@@ -274,6 +274,20 @@ def test_a_failed_copy_to_drive_leaves_no_archive_and_no_partial(ip, drive_root,
     assert sorted(os.listdir(drive_root / "MyDrive")) == ["train"]
 
 
+def test_the_retries_trait_is_the_count_of_copy_tries(ip, drive_root, monkeypatch):
+    make_folder(drive_root / "MyDrive" / "train", 20)
+    calls = fail_fsync(monkeypatch)
+    ip.run_line_magic("config", "ColabMagic.retries = 0")
+    with pytest.raises(UsageError, match=r"\(after 1 try\): Drive dropped .* --remount; nothing"):
+        ip.run_line_magic("packdrive", "train")
+    assert len(calls) == 1
+    ip.run_line_magic("config", "ColabMagic.retries = 2")
+    with pytest.raises(UsageError, match=r"\(after 3 tries\)"):
+        ip.run_line_magic("packdrive", "train")
+    assert len(calls) == 1 + 3
+    assert sorted(os.listdir(drive_root / "MyDrive")) == ["train"]
+
+
 def test_a_failed_rebuild_keeps_the_previous_archive(ip, drive_root, monkeypatch):
     folder = drive_root / "MyDrive" / "train"
     make_folder(folder, 20)
@@ -528,3 +542,26 @@ def test_a_folder_of_only_refused_names_says_so(ip, drive_root):
     (folder / "a\\b.txt").write_bytes(b"x")
     with pytest.raises(UsageError, match=r"nothing to pack: .* left out: 1 entry: 'odd/a"):
         ip.run_line_magic("packdrive", "odd")
+
+
+@pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
+def test_over_the_simulated_drive_a_drop_out_mid_file_resumes_at_its_offset(fake_root, monkeypatch):
+    folder = fake_root / "MyDrive" / "model"
+    folder.mkdir()
+    weights = random.Random(11).randbytes(read.SMALL_FILE + 1_500_000)  # streamed, not whole
+    (folder / "weights.bin").write_bytes(weights)
+    (folder / "config.json").write_bytes(b"{}")
+    monkeypatch.setattr(source, "BACKOFF_FIRST", 0.0)
+    # Once, past the first read: ESTALE is a drop-out like EIO and ENOTCONN.
+    fakedrive.configure(
+        fake_root,
+        fail_path="/MyDrive/model/weights.bin",
+        fail_after=read.SMALL_FILE + 1_000_000,
+        fail_errno="ESTALE",
+    )
+    result = colabmagic.pack("My Drive/model", "My Drive/model.tar", quiet=True)
+    assert fakedrive.status(fake_root)["armed"] is False  # the fault did fire
+    fakedrive.configure(fake_root, fail_after=None)
+    assert result.files == 2
+    with tarfile.open(fake_root / "MyDrive" / "model.tar") as tf:
+        assert tf.extractfile("model/weights.bin").read() == weights

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import drive, fsio, source
 from ..errors import ColabMagicError
-from .read import READ_CHUNK, Entry, StepFailed
+from .read import READ_CHUNK, Entry, StepFailed, gave_up
 from .write import Member
 
 SIDECAR_SUFFIX = ".colabmagic.json"
@@ -234,9 +234,7 @@ def upload(
     try:
         source.retrying(attempt, what=f'copying "{final.name}" to Drive', count=retries)
     except source.DriveDropped as dropped:
-        tries = source.retries(retries) + 1
-        why = os.strerror(dropped.errno) if dropped.errno else str(dropped)
-        raise StepFailed("copying to Drive", f"{why} (after {tries} tries)") from None
+        raise StepFailed("copying to Drive", gave_up(dropped, retries)) from None
     except OSError as error:
         raise StepFailed("copying to Drive", str(error)) from None
     return partial

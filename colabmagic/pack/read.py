@@ -175,11 +175,19 @@ def _reading(entry: Entry, retries: int | None) -> Iterator[None]:
     try:
         yield
     except source.DriveDropped as dropped:
-        tries = source.retries(retries) + 1
-        why = os.strerror(dropped.errno) if dropped.errno else str(dropped)
-        raise StepFailed("reading", f"{entry.arcname}: {why} (after {tries} tries)") from None
+        raise StepFailed("reading", f"{entry.arcname}: {gave_up(dropped, retries)}") from None
     except (OSError, ColabMagicError) as error:  # gone, unreadable, changed while read
         raise StepFailed("reading", f"{entry.arcname}: {error}") from None
+
+
+def gave_up(dropped: source.DriveDropped, retries: int | None) -> str:
+    """What to say when Drive still drops after every retry the policy allows."""
+    tries = source.retries(retries) + 1
+    why = os.strerror(dropped.errno) if dropped.errno else str(dropped)
+    return (
+        f"{why} (after {tries} {'try' if tries == 1 else 'tries'}): Drive dropped the "
+        "connection; run it again (it starts over) or %drive --remount"
+    )
 
 
 def _whole(path: Path) -> bytes:
