@@ -232,3 +232,11 @@ def test_on_the_simulated_drive_an_edit_runs_and_no_pycache_appears(shell, tmp_p
         devpath_module.remove_all()
         sys.path[:] = before
         sys.modules.pop(name, None)
+
+
+def test_a_module_named_like_the_standard_library_is_warned_about(shell, project):
+    folder, _ = project
+    (folder / "antigravity.py").write_text("")  # in the standard library, never imported
+    assert "antigravity" not in sys.modules
+    result = shell.run_line_magic("devpath", '"My Drive/proj" --no-autoreload')
+    assert any('"antigravity" is also a standard-library module' in w for w in result.warnings)
