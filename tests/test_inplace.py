@@ -289,7 +289,7 @@ def test_drive_path_read_through_the_block_cache(drive_root, cache, monkeypatch)
     a = colabmagic.open_archive("My Drive/train.zip")
     assert a.cached
     assert {n: a.read(n) for n in random.Random(3).sample(list(files), len(files))} == files
-    a._reader._filler.join()  # the read-ahead has filled every block by now
+    a._reader.wait_readahead()  # the read-ahead has filled every block by now
     reader = a._reader
     assert reader.cached_blocks() == reader.blocks
     data = next(cache.glob("blocks/*.data"))
@@ -319,8 +319,7 @@ def test_block_cache_stays_under_its_bound(drive_root, cache, monkeypatch):
 def _read_all(path: str, names: list[str]) -> tuple[int, list[int]]:
     a = colabmagic.open_archive(path)
     sums = [sum(a.read(n)) for n in names]
-    if a._reader._filler is not None:
-        a._reader._filler.join()
+    a._reader.wait_readahead()
     return a._reader.fetched, sums
 
 

@@ -22,6 +22,7 @@ back in large reads; otherwise, a miss that follows the previous one starts the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BLOCK = 4 << 20
 AHEAD = 2  # blocks read ahead of a sequential reader when the archive does not fit
+FILLERS = 2  # read-ahead threads per process
 
 
 _forks = 0  # bumped in a forked child: what this process set up is not its own
@@ -115,11 +117,13 @@ class BlockCache:
         self._room = threading.Lock()
         self._locks: dict[int, threading.Lock] = {}
         self._local = threading.local()
-        self._wanted: list[int] = []
         self._wake = threading.Condition(self._guard)
-        self._filler: threading.Thread | None = None
+        self._fillers: list[threading.Thread] = []
+        self._running = 0  # read-ahead threads at work
+        self._wanted: collections.deque[int] = collections.deque()
         self._fill_all = self.blocks <= self.limit_blocks
         self._last_miss = -2
+        self._waiting = 0  # readers of this process fetching a block themselves
         self._stop = False
         self.fetched = 0  # blocks this process read from Drive
 
@@ -181,7 +185,14 @@ class BlockCache:
             try:
                 if marks[2 * b]:  # another thread or process fetched it meanwhile
                     return os.pread(self._data, hi - lo, lo)
-                data = self._fetch(b)
+                with self._guard:
+                    self._waiting += 1  # the read-ahead holds back: a reader waits
+                try:
+                    data = self._fetch(b)
+                finally:
+                    with self._guard:
+                        self._waiting -= 1
+                        self._wake.notify_all()
             finally:
                 fcntl.lockf(self._map, fcntl.LOCK_UN, 2, 2 * b)
         self._after_miss(b)
@@ -253,38 +264,49 @@ class BlockCache:
         self._last_miss = b
         if not (self._fill_all or sequential):
             return
-        ahead = range(b + 1, min(self.blocks, b + 1 + AHEAD))
         with self._guard:
             if self._fill_all:
-                self._wanted = [*range(b + 1, self.blocks), *range(0, b)]
+                wanted = [*range(b + 1, self.blocks), *range(0, b)]
             else:
-                self._wanted = [i for i in ahead if not self._marks[2 * i]]
-            if self._filler is None or not self._filler.is_alive():
-                self._filler = threading.Thread(
-                    target=self._fill, name="colabmagic-readahead", daemon=True
-                )
-                self._filler.start()
-            self._wake.notify()
+                wanted = range(b + 1, min(self.blocks, b + 1 + AHEAD))
+            self._wanted = collections.deque(i for i in wanted if not self._marks[2 * i])
+            while self._running < FILLERS and self._running < len(self._wanted):
+                # Two, so that one thread's write to local disk overlaps the other's
+                # read from Drive, and Drive always has a block in flight.
+                thread = threading.Thread(target=self._fill, name="colabmagic-readahead")
+                thread.daemon = True
+                self._running += 1
+                self._fillers.append(thread)
+                thread.start()
+            self._wake.notify_all()
 
     def _fill(self) -> None:
         try:
             while True:
                 with self._guard:
-                    while not self._wanted and not self._stop:
-                        if not self._wake.wait(timeout=5):
-                            return  # idle: the thread ends, a later miss starts another
-                    if self._stop:
+                    while self._waiting and not self._stop:
+                        # Drive's bandwidth goes to a reader's miss first: the
+                        # read-ahead starts no block while one is being fetched.
+                        self._wake.wait(timeout=1)
+                    if self._stop or not self._wanted:
+                        self._running -= 1  # under the guard: a later miss starts another
                         return
-                    b = self._wanted.pop(0)
-                if self._marks[2 * b]:
-                    continue
-                self._prefetch(b)
+                    b = self._wanted.popleft()
+                if not self._marks[2 * b]:
+                    self._prefetch(b)
         except Exception as error:  # the reader meets the same error and reports it
             log.debug("read-ahead of %s stopped: %s", self.path, error)
+            with self._guard:
+                self._running -= 1
         finally:
             reader = getattr(self._local, "reader", None)
             if reader is not None:
                 reader.close()
+
+    def wait_readahead(self) -> None:
+        """Wait until the read-ahead threads of this process have nothing left to do."""
+        for thread in list(self._fillers):
+            thread.join()
 
     def _prefetch(self, b: int) -> None:
         lock = self._lock(b)
@@ -313,8 +335,7 @@ class BlockCache:
         with self._guard:
             self._stop = True
             self._wake.notify_all()
-        if self._filler is not None:
-            self._filler.join()
+        self.wait_readahead()
         self._reader.close()
         reader = getattr(self._local, "reader", None)
         if reader is not None:
