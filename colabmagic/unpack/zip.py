@@ -13,6 +13,7 @@ import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 from .members import MAX_LINK_TARGET, Member, Plan, Refused, check_symlink, clean_name, shown
 from .stream import MAX_PIECE, Stream
@@ -56,32 +57,35 @@ def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
     while at >= 0 and at + _EOCD.size > len(tail):
         at = tail.rfind(b"PK\x05\x06", 0, at)
     if at < 0:
+        if pread(0, 4) == b"PK\x03\x04":
+            raise Refused(
+                "the zip archive looks truncated: it starts with a member but has no "
+                "end-of-central-directory record (an upload or copy cut short?)"
+            )
         raise Refused("not a zip archive (no end-of-central-directory record)")
     eocd_pos = size - tail_len + at
     _, disk, cd_disk, _, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, at)
     if disk != 0 or cd_disk != 0:
         raise Refused("zip archives that span several disks are not supported")
+    cd_end = eocd_pos
     loc = at - _EOCD64_LOC.size
     if loc >= 0 and tail[loc : loc + 4] == b"PK\x06\x07":
-        # As zipfile does, take the zip64 record from just before its locator: the
-        # offset the locator stores is wrong when a stub precedes the archive.
-        eocd64_pos = eocd_pos - _EOCD64_LOC.size - _EOCD64.size
-        rec = pread(eocd64_pos, _EOCD64.size) if eocd64_pos >= 0 else b""
-        needs_zip64 = 0xFFFF in (count,) or 0xFFFFFFFF in (cd_size, cd_offset)
-        if len(rec) == _EOCD64.size and rec[:4] == b"PK\x06\x06":
-            fields = _EOCD64.unpack(rec)
-            count, cd_size, cd_offset = fields[7], fields[8], fields[9]
-            cd_end = eocd64_pos
-        elif needs_zip64:
-            raise Refused("the zip64 end record is missing or corrupt")
-        else:
-            cd_end = eocd_pos  # the "locator" was a member name's bytes, not a record
-    else:
-        cd_end = eocd_pos
+        needed = count == 0xFFFF or 0xFFFFFFFF in (cd_size, cd_offset)
+        zip64 = _zip64_end(pread, eocd_pos - _EOCD64_LOC.size, tail[loc:at], needed)
+        if zip64 is not None:  # else the "locator" was a member name's bytes
+            cd_end, count, cd_size, cd_offset = zip64
     # Bytes before the archive (a self-extracting stub) shift every offset.
     shift = cd_end - cd_size - cd_offset
-    if shift < 0 or cd_size > size or count > cd_size // _CDH.size + 1:
-        raise Refused("the zip central directory is out of bounds")
+    if shift < 0 or cd_size > size:
+        raise Refused(
+            "the zip central directory is out of bounds: the end record places it "
+            "outside the file (a corrupt or truncated archive)"
+        )
+    if count > cd_size // _CDH.size + 1:
+        raise Refused(
+            f"the zip end record declares {_entries(count)}, more than its central "
+            f"directory of {cd_size:,} bytes can hold (a wrong entry count: a corrupt archive)"
+        )
     cd_start = cd_offset + shift
     cd = pread(cd_start, cd_size)
     if len(cd) != cd_size:
@@ -94,38 +98,121 @@ def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
     end = cd_start
     for entry in reversed(entries):
         # Members must not overlap each other or the directory: overlapping entries
-        # are how zip bombs multiply a few KB into terabytes.
+        # are how zip bombs multiply a few KB into terabytes.  The local header's own
+        # name must be the directory's (stream_zip checks), so this bound is safe.
         data_start = entry.offset + _LFH.size + len(entry.raw_name)
         if entry.offset < 0 or data_start + entry.csize > end:
-            raise Refused(
-                f"member {shown(entry.member.name)} overlaps another member or runs past "
-                "the central directory (a zip bomb or a corrupt archive)"
-            )
+            _refuse_overlap(entry, end, cd_start, pread)
         end = entry.offset
     return ZipIndex(entries, plan, cd_start, cp437)
 
 
-def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
+def _entries(n: int) -> str:
+    return f"{n:,} entry" if n == 1 else f"{n:,} entries"
+
+
+def _zip64_end(
+    pread: Callable[[int, int], bytes], loc_pos: int, locator: bytes, needed: bool
+) -> tuple[int, int, int, int] | None:
+    """(where the zip64 end record starts, entry count, directory size and offset)
+    for the locator at LOC_POS, or None when there is no record and none is NEEDED."""
+    _, rec_disk, rec_offset, disks = _EOCD64_LOC.unpack(locator)
+    several = "zip archives that span several disks are not supported"
+    # As zipfile does, look first just before the locator: the offset the locator
+    # stores is wrong when a stub precedes the archive.  Then where the locator says:
+    # a record with an extensible data sector is longer than the fixed part.
+    for pos in (loc_pos - _EOCD64.size, rec_offset):
+        if pos < 0 or pos + _EOCD64.size > loc_pos:
+            continue
+        rec = pread(pos, _EOCD64.size)
+        if len(rec) == _EOCD64.size and rec[:4] == b"PK\x06\x06":
+            fields = _EOCD64.unpack(rec)
+            if rec_disk != 0 or disks > 1 or fields[4] != 0 or fields[5] != 0:
+                raise Refused(several)
+            return pos, fields[7], fields[8], fields[9]
+    if not needed:
+        return None
+    if rec_disk != 0 or disks > 1:
+        raise Refused(several)
+    raise Refused("the zip64 end record is missing or corrupt")
+
+
+def _refuse_overlap(entry: ZipEntry, end: int, cd_start: int, pread) -> NoReturn:
+    """Say what is really wrong with a member whose data does not fit before END (the
+    next member, or the central directory at CD_START): one local header is read."""
+    name = shown(entry.member.name)
+    if entry.offset < 0 or entry.offset >= cd_start:
+        raise Refused(
+            f"member {name} is said to start at byte {entry.offset:,}, outside the "
+            "members' data (a corrupt or truncated archive)"
+        )
+    header = pread(entry.offset, _LFH.size)
+    if len(header) < _LFH.size or header[:4] != b"PK\x03\x04":
+        raise Refused(
+            f"member {name} has no local header at byte {entry.offset:,} (a corrupt archive)"
+        )
+    nlen = struct.unpack_from("<H", header, 26)[0]
+    local_name = pread(entry.offset + _LFH.size, nlen)
+    if local_name != entry.raw_name:
+        raise Refused(_mismatch(entry, local_name))
+    if end == cd_start:
+        raise Refused(
+            f"member {name} runs past the start of the central directory "
+            "(a corrupt or truncated archive)"
+        )
+    raise Refused(f"member {name} overlaps the member after it (a zip bomb or a corrupt archive)")
+
+
+def _mismatch(entry: ZipEntry, local_name: bytes) -> str:
+    return (
+        f"member {shown(entry.member.name)}: its local header names it "
+        f"{shown(local_name.decode('utf-8', 'replace'))} (a mismatched archive)"
+    )
+
+
+# The fields a zip64 extra field may hold, in order, each only when its 32-bit field
+# in the central directory holds the marker 0xFFFFFFFF (APPNOTE 4.5.3).  A fourth, the
+# disk number, comes last and is not needed here: a zip that spans disks is refused.
+_ZIP64_FIELDS = ("uncompressed size", "compressed size", "offset")
+
+
+def _zip64_extra(name: str, extra: bytes, *fields: int) -> tuple[int, int, int]:
+    """The member's (uncompressed size, compressed size, local header offset), those
+    marked 0xFFFFFFFF read from its zip64 extra field, which holds only the marked ones:
+    a member past 4 GiB in a zip that zipfile or Info-ZIP wrote has just its offset."""
+    marked = [value == 0xFFFFFFFF for value in fields]
+    if not any(marked):
+        return fields
+    wanted = " and ".join(what for what, mark in zip(_ZIP64_FIELDS, marked, strict=True) if mark)
+    body = _extra_field(extra, 1)
+    if body is None:
+        raise Refused(
+            f"member {shown(name)} marks its {wanted} as kept in a zip64 extra field, "
+            "but has no such field (a corrupt archive)"
+        )
+    if len(body) < 8 * sum(marked):
+        raise Refused(
+            f"member {shown(name)} has a zip64 extra field of {len(body)} bytes, too short "
+            f"to hold its {wanted} ({8 * sum(marked)} bytes; a corrupt archive)"
+        )
+    values = list(fields)
+    pos = 0
+    for i, mark in enumerate(marked):
+        if mark:
+            values[i] = struct.unpack_from("<Q", body, pos)[0]
+            pos += 8
+    return values[0], values[1], values[2]
+
+
+def _extra_field(extra: bytes, tag: int) -> bytes | None:
+    """The body of the first extra field TAG, or None."""
     pos = 0
     while pos + 4 <= len(extra):
-        tag, length = struct.unpack_from("<2H", extra, pos)
-        if tag == 1:
-            body = extra[pos + 4 : pos + 4 + length]
-            values = []
-            for want in (usize, csize, offset):
-                if want == 0xFFFFFFFF:
-                    if len(body) < 8 * (len(values) + 1):
-                        raise Refused("a zip64 extra field is truncated")
-                    values.append(struct.unpack_from("<Q", body, 8 * len(values))[0])
-                else:
-                    values.append(None)
-            return (
-                usize if values[0] is None else values[0],
-                csize if values[1] is None else values[1],
-                offset if values[2] is None else values[2],
-            )
+        kind, length = struct.unpack_from("<2H", extra, pos)
+        if kind == tag:
+            return extra[pos + 4 : pos + 4 + length]
         pos += 4 + length
-    return usize, csize, offset
+    return None
 
 
 def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[ZipEntry], int]:
@@ -156,7 +243,7 @@ def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[Zi
             raise Refused(f"member {shown(name)} is encrypted")
         if method not in _ZIP_METHODS:
             raise Refused(f"member {shown(name)} uses unsupported compression method {method}")
-        usize, csize, offset = _zip64_extra(extra, usize, csize, offset)
+        usize, csize, offset = _zip64_extra(name, extra, usize, csize, offset)
         unix_mode = ext_attr >> 16 if made_by == 3 else 0
         is_dir = name.endswith("/") or stat.S_ISDIR(unix_mode)
         clean = clean_name(name, is_dir=is_dir)
@@ -176,7 +263,10 @@ def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[Zi
             raise Refused(f"member {shown(name)} is stored but its two sizes differ")
         entries.append(ZipEntry(member, raw_name, method, flags, crc, csize, offset + shift))
     if records != count:
-        raise Refused(f"the zip central directory holds {records} entries but declares {count}")
+        raise Refused(
+            f"the zip central directory holds {_entries(records)}, but its end record "
+            f"declares {count:,} (a corrupt archive)"
+        )
     return entries, cp437
 
 
@@ -205,10 +295,7 @@ def stream_zip(
         nlen, elen = struct.unpack_from("<2H", header, 26)
         local_name = stream.read(nlen)
         if local_name != entry.raw_name:
-            raise Refused(
-                f"member {shown(entry.member.name)}: its local header names it "
-                f"{shown(local_name.decode('utf-8', 'replace'))} (a mismatched archive)"
-            )
+            raise Refused(_mismatch(entry, local_name))
         stream.skip(elen)
         member = entry.member
         if member.kind == "dir":
