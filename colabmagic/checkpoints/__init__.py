@@ -2,18 +2,23 @@
 
 Two ways.  Link mode (`link`) makes LOCAL a symlink into Drive: simple, but every
 write of the training loop goes through DriveFS.  Mirror mode (`mirror`) keeps LOCAL
-on local disk and copies to Drive from a daemon thread: training never waits on
-Drive, at the price of the last few seconds of writes.  `names` decides what a
-checkpoint is, how checkpoints are ordered and which is the latest; `report` holds
-the result shown for a link or a mirror start.
+on local disk and copies it to Drive from a daemon thread, unit by unit: training
+never waits on Drive, at the price of the last few seconds of writes.
+
+    names     what a checkpoint is: units, epoch/step, order, latest, --keep's prune
+    mirror    the thread: scan, stability, open-for-writing check, upload; start, stop
+    resume    a mirror start: leftovers, conflicts, the copy back after a disconnect
+    manifest  the per-unit record in DRIVE_DIR/.colabmagic/ that the resume checks
+    link      link mode, and the checks of both paths
+    report    the results shown: CheckpointLink, MirrorStatus
 """
 
 from __future__ import annotations
 
 from .link import link_checkpoints
-from .mirror import Mirror, MirrorState, MirrorStatus, mirror_status, stop_all_mirrors, stop_mirror
+from .mirror import Mirror, mirror_status, stop_all_mirrors, stop_mirror
 from .names import Checkpoint, latest_checkpoint, list_checkpoints, parse_epoch_step, prune
-from .report import CheckpointLink
+from .report import CheckpointLink, MirrorState, MirrorStatus
 
 __all__ = [
     "Checkpoint",

@@ -23,12 +23,10 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import drive, fsio, interrupts, source
 from ..errors import ColabMagicError
-from ..results import Result, size
 from . import manifest
 from .manifest import FileRecord
 from .names import (
@@ -41,19 +39,15 @@ from .names import (
     prune,
     walk,
 )
-from .report import CheckpointLink, ago, files, plural
+from .report import CheckpointLink, MirrorState, MirrorStatus
+from .resume import Start, State, alike, clear_leftovers, conflicts, copy_back, holds_files
 
 log = logging.getLogger(__name__)
 
-RESUME_WORKERS = 4  # checkpoints are few and large: a few reads in flight fill the link
-MTIME_SLACK_NS = 2 * 10**9  # DriveFS keeps whole seconds
-SHOWN = 3  # names listed in a row before "and N more"
 # A folder is written file after file, and between two files no file is open: a
 # folder goes up only once none of its files changed for this long (as well as two
 # scans).  Pairs and shard sets need no such wait: their index is written last.
 FOLDER_SETTLE = 2.0
-
-State = tuple[tuple[str, int, int], ...]  # a unit's files: (rel, size, mtime_ns)
 
 
 def writers(paths: list[Path]) -> set[Path]:
@@ -87,102 +81,6 @@ def writers(paths: list[Path]) -> set[Path]:
             if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
                 found.add(path)
     return found
-
-
-@dataclass(frozen=True)
-class MirrorState:
-    """One mirror, as ``mirror_status()`` saw it."""
-
-    local: Path
-    drive_dir: Path
-    running: bool
-    every: float
-    last_sync: float | None  # time.time() of the last scan that finished without error
-    files_copied: int
-    bytes_copied: int
-    pending: int  # units not yet in Drive: changing, being written, failing
-    errors: int
-    last_error: str | None
-    last_error_at: float | None
-    failing: bool  # the last scan hit an error
-    pending_names: tuple[str, ...] = ()
-    held_open: tuple[str, ...] = ()  # pending because a process has them open for writing
-    kept_back: int = 0  # not uploaded: older than the --keep newest
-    keep: int | None = None
-    last_copy: float | None = None  # when the last file was renamed into place in DRIVE_DIR
-    colab: bool = False  # DRIVE_DIR is Colab's DriveFS mount
-
-
-def _some(names: tuple[str, ...]) -> str:
-    shown = ", ".join(names[:SHOWN])
-    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
-
-
-@dataclass(frozen=True, repr=False)
-class MirrorStatus(Result):
-    """The running mirrors (``%ckptlink --status``), or those just stopped (``--stop``)."""
-
-    mirrors: tuple[MirrorState, ...]
-    action: str = "status"  # or "stopped"
-
-    @property
-    def title(self) -> str:  # type: ignore[override]
-        return "%ckptlink --stop" if self.action == "stopped" else "%ckptlink --status"
-
-    def rows(self) -> list[tuple[str, str]]:
-        rows = []
-        for i, m in enumerate(self.mirrors, 1):
-            tag = f"[{i}] " if len(self.mirrors) > 1 else ""
-            state = f"running, every {m.every:g} s" if m.running else "stopped"
-            if m.failing:
-                state += ", Drive failing: retrying at each scan"
-            errors = "none"
-            if m.errors:
-                errors = f"{m.errors:,}; last {ago(m.last_error_at)}: {m.last_error}"
-            pending = f"{m.pending:,} {plural(m.pending, 'checkpoint')} or files"
-            if m.pending_names:
-                pending += f": {_some(m.pending_names)}"
-            rows += [
-                (f"{tag}local", str(m.local)),
-                (f"{tag}drive dir", drive.shown(m.drive_dir)),
-                (f"{tag}state", state),
-                (f"{tag}last sync", ago(m.last_sync)),
-                (f"{tag}copied", f"{files(m.files_copied)}, {size(m.bytes_copied)}"),
-                (f"{tag}in Drive", self._in_drive(m)),
-                (f"{tag}not yet in Drive", pending),
-            ]
-            if m.held_open:
-                rows.append((f"{tag}being written", _some(m.held_open)))
-            if m.kept_back:
-                rows.append(
-                    (f"{tag}not uploaded", f"{m.kept_back:,} older than the --keep {m.keep} newest")
-                )
-            rows.append((f"{tag}errors", errors))
-        return rows
-
-    @staticmethod
-    def _in_drive(m: MirrorState) -> str:
-        if m.last_copy is None:
-            return "nothing copied yet"
-        if m.colab:
-            return (
-                f"copied into the mount {ago(m.last_copy)}; Drive's own upload is not "
-                "observable from the VM"
-            )
-        return f"copied {ago(m.last_copy)}"
-
-    def notes(self) -> list[str]:
-        if not self.mirrors:
-            return ["No mirror is running (start one with %ckptlink LOCAL DRIVE_DIR --mirror)."]
-        if any(m.colab for m in self.mirrors):
-            return [
-                "DriveFS uploads to Google's servers in the background. Before a planned "
-                "stop, %ckptlink --stop (a last sync), then drive.flush_and_unmount()."
-            ]
-        return []
-
-    def __repr__(self) -> str:
-        return f"MirrorStatus(action={self.action!r}, mirrors={len(self.mirrors)})"
 
 
 class _Changed(Exception):
@@ -450,7 +348,7 @@ class Mirror:
         units, states = self._scan()
         for key, state in states.items():
             theirs = in_drive.get(key)
-            if key not in replaced and theirs is not None and _alike(state, theirs):
+            if key not in replaced and theirs is not None and alike(state, theirs):
                 self._synced[key] = state
                 for rel, length, mtime in state:
                     self._files[rel] = (length, mtime)
@@ -515,170 +413,6 @@ def _quiet_since(state: State, now_ns: int) -> float:
 
 def _rel(path: Path, folder: Path) -> str:
     return os.path.relpath(path, folder).replace(os.sep, "/")
-
-
-def _alike(ours: State, theirs: State) -> bool:
-    return len(ours) == len(theirs) and all(
-        a[0] == b[0] and a[1] == b[1] and abs(a[2] - b[2]) < MTIME_SLACK_NS
-        for a, b in zip(ours, theirs, strict=True)
-    )
-
-
-def _states(folder: Path, units: dict[str, Unit]) -> dict[str, State]:
-    states = {}
-    for key, unit in units.items():
-        try:
-            states[key] = tuple(
-                (rel, (st := os.stat(folder / rel)).st_size, st.st_mtime_ns) for rel in unit.files
-            )
-        except OSError:
-            continue
-    return states
-
-
-# --------------------------------------------------------------------------- starting
-
-
-@dataclass(frozen=True)
-class Start:
-    """What a mirror start found in Drive and did about it."""
-
-    cleared: tuple[str, ...] = ()  # leftovers of ours removed from DRIVE_DIR
-    copied_back: int = 0  # files
-    skipped: tuple[str, ...] = ()  # units not brought back, with why
-    unverified: int = 0  # units brought back that had no manifest to check
-    replaced: tuple[str, ...] = ()  # units where LOCAL is newer and replaces Drive's
-
-
-def clear_leftovers(drive_dir: Path) -> tuple[str, ...]:
-    """Remove what a killed mirror left in DRIVE_DIR: its ``.partial`` files and
-    folders (and those of the manifests), matched by that naming only."""
-    cleared = []
-    for unit in group(walk(drive_dir)).values():
-        if unit.kind == "leftover" and unit.key.endswith(fsio.PARTIAL):
-            fsio.remove_quietly(drive_dir / unit.key)
-            cleared.append(unit.key)
-    manifests = manifest.folder(drive_dir)
-    if manifests.is_dir():
-        for rel in walk(manifests):
-            if rel.endswith(fsio.PARTIAL):
-                fsio.remove_quietly(manifests / rel)
-    return tuple(cleared)
-
-
-def conflicts(local: Path, drive_dir: Path) -> tuple[dict[str, State], set[str]]:
-    """DRIVE_DIR's units, and the names where LOCAL holds a newer version.  Where
-    they differ and Drive's is not older (by mtime, and matching its manifest), refuse
-    with both paths: copying either way could lose the checkpoint someone wants."""
-    ours = _states(local, {k: u for k, u in group(walk(local)).items() if u.kind != "leftover"})
-    drive_units = {k: u for k, u in group(walk(drive_dir)).items() if u.kind != "leftover"}
-    theirs = _states(drive_dir, drive_units)
-    newer, refused = set(), []
-    for key in sorted(ours.keys() & theirs.keys()):
-        if _alike(ours[key], theirs[key]):
-            continue
-        damaged = manifest.mismatch(drive_dir, manifest.read(drive_dir, key))
-        if (
-            damaged
-            or max(m for *_, m in ours[key]) > max(m for *_, m in theirs[key]) + MTIME_SLACK_NS
-        ):
-            newer.add(key)
-        else:
-            refused.append(key)
-    if refused:
-        key = refused[0]
-        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise ColabMagicError(
-            f'"{local / key}" and "{drive_dir / key}" differ and the copy in Drive is not '
-            f"older{more}; nothing was copied: move one of them aside, or start with an "
-            "empty LOCAL to resume from Drive"
-        )
-    return theirs, newer
-
-
-def copy_back(local: Path, drive_dir: Path) -> Start:
-    """Copy every whole unit of DRIVE_DIR that matches its manifest into the empty
-    LOCAL (the resume after a disconnect), several at a time, each unit whole: files
-    as ``.partial`` then renamed, a folder as ``NAME.partial/`` then renamed."""
-    units = group(walk(drive_dir))
-    skipped = []
-    jobs = []
-    for unit in units.values():
-        if unit.kind == "leftover":
-            continue
-        if (reason := incomplete(unit)) is not None:
-            skipped.append(f"{unit.key}: {reason}")
-        else:
-            jobs.append(unit)
-
-    def fetch(unit: Unit) -> tuple[int, bool, str | None]:
-        record = source.retrying(
-            lambda: manifest.read(drive_dir, unit.key), what=f'reading the manifest of "{unit.key}"'
-        )
-        if reason := manifest.mismatch(drive_dir, record):
-            return 0, False, f"{unit.key}: {reason}"
-        final = local / unit.key
-        staging = fsio.partial_of(final) if unit.kind == "folder" else None
-        order = sorted(unit.files, key=lambda rel: rel.endswith((".index", ".index.json")))
-        done = []
-        try:
-            for rel in order:
-                dest = local / rel if staging is None else staging / rel[len(unit.key) + 1 :]
-                expected = record.files.get(rel) if record is not None else None
-                _fetch(drive_dir / rel, dest, expected)
-                done.append(dest)
-            if staging is not None:
-                os.rename(staging, final)
-        except _Mismatch as error:
-            for path in [staging] if staging is not None else done:
-                fsio.remove_quietly(path)
-            return 0, False, f"{unit.key}: {error}"
-        except BaseException:
-            for path in [staging] if staging is not None else done:
-                fsio.remove_quietly(path)
-            raise
-        return len(unit.files), record is None, None
-
-    copied = unverified = 0
-    for sent, bare, reason in interrupts.run_all(
-        fetch, jobs, workers=RESUME_WORKERS, name="colabmagic-resume"
-    ):
-        copied += sent
-        unverified += bool(sent and bare)
-        if reason:
-            skipped.append(reason)
-    return Start(copied_back=copied, skipped=tuple(skipped), unverified=unverified)
-
-
-class _Mismatch(Exception):
-    """What came back from Drive is not what the manifest recorded."""
-
-
-def _fetch(path: Path, dest: Path, expected: FileRecord | None) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    reader = source.SourceFile(path)
-    sha = hashlib.sha256()
-
-    def chunks():
-        for chunk in reader.chunks():
-            sha.update(chunk)
-            yield chunk
-
-    def check(partial: Path) -> None:
-        if expected is not None and expected.sha256 and sha.hexdigest() != expected.sha256:
-            raise _Mismatch(f"{path.name}'s bytes differ from its manifest (sha256)")
-
-    try:
-        st = os.stat(path)
-        fsio.atomic_copy(
-            chunks(),
-            dest,
-            size=reader.size,
-            times_ns=(st.st_atime_ns, st.st_mtime_ns),
-            before_publish=check,
-        )
-    finally:
-        reader.close()
 
 
 # --------------------------------------------------------------------------- the running mirrors
@@ -772,7 +506,7 @@ def start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -
                 f"clearing leftovers in {drive.shown(drive_dir)} failed: {error}"
             ) from None
         try:
-            if not _holds_files(local) and list_checkpoints(drive_dir):
+            if not holds_files(local) and list_checkpoints(drive_dir):
                 start = copy_back(local, drive_dir)
                 action = "resumed"
         except (OSError, ColabMagicError) as error:
@@ -806,8 +540,3 @@ def start_mirror(local: Path, drive_dir: Path, every: float, keep: int | None) -
         unverified=start.unverified,
         replaced=start.replaced,
     )
-
-
-def _holds_files(folder: Path) -> bool:
-    """FOLDER holds a file that is not a leftover of an interrupted resume."""
-    return any(not rel.endswith(fsio.PARTIAL) for rel in walk(folder))

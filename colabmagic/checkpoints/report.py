@@ -1,4 +1,5 @@
-"""The result of `%ckptlink LOCAL DRIVE_DIR`, and the small formatters it shares."""
+"""The results of %ckptlink (a link or a mirror start; --status and --stop), and the
+small formatters they share."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import drive
-from ..results import Result, count, duration
+from ..results import Result, count, duration, size
 
 if TYPE_CHECKING:
     from .mirror import Mirror
     from .names import Checkpoint
 
+SHOWN = 3  # names listed in a row before "and N more"
 TRASH_NOTE = (
     "Drive keeps deleted files in its trash, which still counts against your quota; "
     "empty it at drive.google.com/drive/trash."
@@ -131,3 +133,99 @@ class CheckpointLink(Result):
     def __repr__(self) -> str:
         latest = self.latest.name if self.latest else None
         return f"CheckpointLink(mode={self.mode!r}, local={str(self.local)!r}, latest={latest!r})"
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    """One mirror, as ``mirror_status()`` saw it."""
+
+    local: Path
+    drive_dir: Path
+    running: bool
+    every: float
+    last_sync: float | None  # time.time() of the last scan that finished without error
+    files_copied: int
+    bytes_copied: int
+    pending: int  # units not yet in Drive: changing, being written, failing
+    errors: int
+    last_error: str | None
+    last_error_at: float | None
+    failing: bool  # the last scan hit an error
+    pending_names: tuple[str, ...] = ()
+    held_open: tuple[str, ...] = ()  # pending because a process has them open for writing
+    kept_back: int = 0  # not uploaded: older than the --keep newest
+    keep: int | None = None
+    last_copy: float | None = None  # when the last file was renamed into place in DRIVE_DIR
+    colab: bool = False  # DRIVE_DIR is Colab's DriveFS mount
+
+
+def some(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+@dataclass(frozen=True, repr=False)
+class MirrorStatus(Result):
+    """The running mirrors (``%ckptlink --status``), or those just stopped (``--stop``)."""
+
+    mirrors: tuple[MirrorState, ...]
+    action: str = "status"  # or "stopped"
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return "%ckptlink --stop" if self.action == "stopped" else "%ckptlink --status"
+
+    def rows(self) -> list[tuple[str, str]]:
+        rows = []
+        for i, m in enumerate(self.mirrors, 1):
+            tag = f"[{i}] " if len(self.mirrors) > 1 else ""
+            state = f"running, every {m.every:g} s" if m.running else "stopped"
+            if m.failing:
+                state += ", Drive failing: retrying at each scan"
+            errors = "none"
+            if m.errors:
+                errors = f"{m.errors:,}; last {ago(m.last_error_at)}: {m.last_error}"
+            pending = f"{m.pending:,} {plural(m.pending, 'checkpoint')} or files"
+            if m.pending_names:
+                pending += f": {some(m.pending_names)}"
+            rows += [
+                (f"{tag}local", str(m.local)),
+                (f"{tag}drive dir", drive.shown(m.drive_dir)),
+                (f"{tag}state", state),
+                (f"{tag}last sync", ago(m.last_sync)),
+                (f"{tag}copied", f"{files(m.files_copied)}, {size(m.bytes_copied)}"),
+                (f"{tag}in Drive", self._in_drive(m)),
+                (f"{tag}not yet in Drive", pending),
+            ]
+            if m.held_open:
+                rows.append((f"{tag}being written", some(m.held_open)))
+            if m.kept_back:
+                rows.append(
+                    (f"{tag}not uploaded", f"{m.kept_back:,} older than the --keep {m.keep} newest")
+                )
+            rows.append((f"{tag}errors", errors))
+        return rows
+
+    @staticmethod
+    def _in_drive(m: MirrorState) -> str:
+        if m.last_copy is None:
+            return "nothing copied yet"
+        if m.colab:
+            return (
+                f"copied into the mount {ago(m.last_copy)}; Drive's own upload is not "
+                "observable from the VM"
+            )
+        return f"copied {ago(m.last_copy)}"
+
+    def notes(self) -> list[str]:
+        if not self.mirrors:
+            return ["No mirror is running (start one with %ckptlink LOCAL DRIVE_DIR --mirror)."]
+        if any(m.colab for m in self.mirrors):
+            return [
+                "DriveFS uploads to Google's servers in the background. Before a planned "
+                "stop, %ckptlink --stop (a last sync), then drive.flush_and_unmount()."
+            ]
+        return []
+
+    def __repr__(self) -> str:
+        return f"MirrorStatus(action={self.action!r}, mirrors={len(self.mirrors)})"
