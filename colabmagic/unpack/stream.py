@@ -18,6 +18,7 @@ MAX_HEADER_READ = 16 << 20  # tar pax/long-name bodies are read whole: bound the
 MAX_PIECE = 1 << 20  # most bytes one decompress call may return
 MAX_RATIO = 1000  # expanded / compressed, above which a big archive is a bomb
 RATIO_FLOOR = 10**9  # ... when it expands to more than this many bytes
+ZSTD_MAX_WINDOW = 1 << 31  # the largest window a zstd frame may declare (--long=31)
 
 
 class Stream:
@@ -57,6 +58,18 @@ class Stream:
             self._pos = end
             return out
         return self.read(n)
+
+    def peek(self, n: int) -> bytes:
+        """Up to N bytes from here (fewer only at the end), without consuming them."""
+        while len(self._buf) - self._pos < n:
+            here, rest = self._pos, bytes(self._buf[self._pos :])
+            if not self._next_chunk():
+                break
+            # What was left joins the new chunk; what was read before stays behind.
+            self._base -= len(rest)
+            self._buf = memoryview(rest + bytes(self._buf))
+            self._prev = self._prev[:here]
+        return bytes(self._buf[self._pos : self._pos + n])
 
     def read(self, n: int = -1) -> bytes:
         # Member data goes through view(); read() serves headers, and tarfile reads a
@@ -119,20 +132,84 @@ def decompressed(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
     input expands, so that a bomb meets the running counts downstream before it
     exhausts memory.  A stream that stops before its end marker is refused: a
     truncated download is not an archive, and would otherwise be staged in part.
+    Data that is plainly another format (a zip named .tar.gz), or that holds one
+    (a .zip.bz2), is refused with what it really is.
     """
+    pieces = _expanded(chunks, kind)
+    try:
+        first = next(pieces, None)
+        if first is None:
+            return
+        if (inside := sniff(first)) is not None:
+            raise Refused(
+                f"the {NAMES[kind]} data holds {article(inside)} archive, not a tar: "
+                "decompress it first, then stage what it holds"
+            )
+        yield first
+        yield from pieces
+    finally:
+        pieces.close()
+
+
+def _expanded(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
     new, expand = _decompressor_factory(kind)
-    dec, fed = new(), False
+    dec, fed, first = new(), False, True
     for data in chunks:
+        if first and data:
+            first = False
+            if (found := sniff(data)) not in (None, kind):
+                raise Refused(
+                    f"this is {article(found)} archive, not {NAMES[kind]} data (its first "
+                    f"bytes say so): use {FORMAT_OPTION[found]}"
+                )
         while data:
             fed = True
             try:
                 data = yield from expand(dec, data)
             except Exception as error:  # zlib.error, OSError, LZMAError, ZstdError
-                raise Refused(f"the {kind} data is corrupt: {error}") from None
+                if kind == "zst" and "too much memory" in str(error):
+                    raise Refused(
+                        "the zstd data declares a window larger than 2 GiB, more than "
+                        "zstd itself allows (a corrupt archive)"
+                    ) from None
+                raise Refused(f"the {NAMES[kind]} data is corrupt: {error}") from None
             if getattr(dec, "eof", False):
                 dec, fed = new(), False  # concatenated streams, as gzip -c a b > ab makes
     if fed and getattr(dec, "eof", True) is False:
-        raise Refused(f"the {kind} data ends before its end marker (a truncated archive)")
+        raise Refused(f"the {NAMES[kind]} data ends before its end marker (a truncated archive)")
+
+
+NAMES = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd", "zip": "zip"}
+# What stages each format when its name does not say: --format tar also reads a
+# compressed tar (the compression is told by these same magic bytes).
+FORMAT_OPTION = {"gz": "--format tar", "bz2": "--format tar", "xz": "--format tar",
+                 "zst": "--format tar", "zip": "--format zip"}  # fmt: skip
+
+
+def sniff(head: bytes | memoryview) -> str | None:
+    """The format whose magic bytes HEAD starts with ("gz", "bz2", "xz", "zst", "zip"),
+    or None.  Strict enough that no plain tar matches (its first bytes are a name)."""
+    head = bytes(head[:10])
+    if head.startswith(b"\x1f\x8b\x08"):
+        return "gz"
+    if (
+        head[:3] == b"BZh"
+        and head[3:4].isdigit()
+        and head[3:4] != b"0"
+        and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")  # a block, or the end of an empty one
+    ):
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zst"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a member, or an empty zip
+        return "zip"
+    return None
+
+
+def article(kind: str) -> str:
+    return f"an {NAMES[kind]}" if kind == "xz" else f"a {NAMES[kind]}"
 
 
 # Each expands DATA in pieces of at most MAX_PIECE and returns the input left over
@@ -198,7 +275,10 @@ def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
             raise ColabMagicError(
                 ".tar.zst needs the zstandard package: pip install zstandard"
             ) from None
-        return (lambda: zstandard.ZstdDecompressor().decompressobj()), _unzstd
+        # Frames made with `zstd --long` (or a high level) declare windows past the
+        # default limit of 128 MiB; 2 GiB is the largest zstd allows on 64-bit.
+        window = ZSTD_MAX_WINDOW
+        return (lambda: zstandard.ZstdDecompressor(max_window_size=window).decompressobj()), _unzstd
     raise AssertionError(kind)
 
 

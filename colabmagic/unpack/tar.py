@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 from ..errors import ColabMagicError
 from .members import Member, Plan, Refused, clean_name, shown
-from .stream import Stream
+from .stream import Stream, article, sniff
 from .writer import Writer
 
 
@@ -23,17 +23,20 @@ def tar_members(stream: Stream) -> Iterator[tuple[Member, int]]:
     """Vetted members of a tar stream with their data offsets, in archive order.
 
     tarfile parses the headers (ustar, GNU, pax); everything it would do on its own
-    (devices, sparse files, absolute links) is refused here instead.
+    (devices, sparse files, absolute links) is refused here instead.  The archive must
+    end with its end-of-archive blocks: one that stops after a member was cut short.
     """
     import tarfile
 
+    head = _head(stream)
     try:
         archive = tarfile.TarFile(fileobj=stream, mode="r", tarinfo=_fast_tarinfo())
     except ColabMagicError:
         raise
     except Exception as error:  # ReadError, ValueError, OverflowError, UnicodeError, ...
-        raise Refused(f"not a valid tar archive: {error}") from None
+        raise Refused(_not_a_tar(head) or f"not a valid tar archive: {error}") from None
     iterator = iter(archive)
+    last = None
     while True:
         try:
             info = next(iterator)
@@ -43,10 +46,34 @@ def tar_members(stream: Stream) -> Iterator[tuple[Member, int]]:
             raise
         except Exception as error:
             raise Refused(f"not a valid tar archive: {error}") from None
+        last = info.name
         member = _tar_member(info)
         if member is not None:
             yield member, info.offset_data
-    _check_tar_end(stream, archive.offset)
+    _check_tar_end(stream, archive.offset, last)
+
+
+def _head(stream: Stream) -> bytes:
+    """The first bytes of STREAM, left unread (a `Stream` peeks; a file seeks back)."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return peek(16)
+    head = stream.read(16)
+    stream.seek(0)
+    return head
+
+
+def _not_a_tar(head: bytes) -> str | None:
+    """What the archive really is, when its first bytes are another format's magic."""
+    found = sniff(head)
+    if found is None:
+        return None
+    if found == "zip":
+        return "this is a zip archive, not a tar (its first bytes say so): use --format zip"
+    return (
+        f"this is {article(found)}-compressed archive, not a plain tar (its first bytes "
+        f"say so): use --format tar, which reads compressed tars too"
+    )
 
 
 # A ustar header as tarfile.TarInfo.frombuf reads it, in one unpack: name, mode, uid,
@@ -142,20 +169,33 @@ def _tar_member(info) -> Member | None:
     raise Refused(f"member {shown(raw)} is {kind.get(info.type, 'of an unsupported type')}")
 
 
-def _check_tar_end(stream: Stream, offset: int) -> None:
-    """tarfile stops quietly at a corrupt header after the first member; tell a real
-    end-of-archive (zero blocks) from a broken one."""
-    last = stream.last_read
-    if stream.tell() - len(last) == offset:
-        block = last[:512]
+def _check_tar_end(stream: Stream, offset: int, last: str | None) -> None:
+    """Hold the archive to its end: tarfile stops quietly at a corrupt header after the
+    first member, and at the end of the data after any member.  Only a zero block at
+    OFFSET, and a second one after it, mark a complete archive (POSIX, and what GNU
+    tar, bsdtar and tarfile write); an archive cut after member LAST has neither."""
+    data = stream.last_read
+    if stream.tell() - len(data) == offset:
+        block = data[:512]
     else:
         try:
             stream.seek(offset)
         except OSError:  # behind what the stream still holds: not a clean end either
             raise Refused(f"corrupt tar archive near byte {offset:,}") from None
         block = stream.read(512)
-    if block.strip(b"\0"):
+    if len(block) == 512 and block.strip(b"\0"):
         raise Refused(f"corrupt tar header at byte {offset:,} (bad checksum or truncated)")
+    stream.seek(offset + len(block))
+    second = stream.read(512) if len(block) == 512 else b""
+    if len(second) < 512:
+        where = f"after member {shown(last)}" if last is not None else "before any member"
+        blocks = "end-of-archive blocks" if len(block) < 512 else "second end-of-archive block"
+        raise Refused(f"the archive ends {where} without its {blocks}: it looks truncated")
+    if second.strip(b"\0"):
+        raise Refused(
+            f"a lone zero block at byte {offset:,} is followed by more data, not by a second "
+            "one (a damaged archive, or two joined wrongly)"
+        )
 
 
 def trailing_bytes(stream: Stream) -> int:
