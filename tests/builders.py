@@ -14,9 +14,11 @@ from __future__ import annotations
 import io
 import os
 import random
+import stat
 import tarfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +26,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COLABMAGIC_SHARED") or REPO.parent / "shared")
 
 Files = Mapping[str, bytes]  # relative name ("a/b.jpg") -> content
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """An archive member that is a symbolic link to TARGET."""
+
+    target: str
+
+
+# An archive's members: name -> bytes (a file), Symlink(target), or None (a folder).
+Members = Mapping[str, "bytes | Symlink | None"]
 
 
 # --------------------------------------------------------------------------- contents
@@ -91,36 +104,52 @@ def write_files(
 # --------------------------------------------------------------------------- archives
 
 
-def zip_bytes(files: Files, method: int = zipfile.ZIP_STORED) -> bytes:
-    """A zip of FILES, in their order, each compressed with METHOD."""
+def zip_bytes(members: Members, method: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip of MEMBERS, in their order, each file compressed with METHOD; a Symlink
+    is stored as Unix zip tools store one (mode bits S_IFLNK, the target as data)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", method) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
+        for name, value in members.items():
+            if value is None:
+                archive.writestr(name.rstrip("/") + "/", b"")
+            elif isinstance(value, Symlink):
+                info = zipfile.ZipInfo(name)
+                info.create_system = 3  # Unix: external_attr holds st_mode
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                archive.writestr(info, value.target)
+            else:
+                archive.writestr(name, value)
     return out.getvalue()
 
 
-def tar_bytes(files: Files, mode: str = "w") -> bytes:
-    """A tar of FILES (regular files, rw-r--r--, mtime 0), in their order; MODE as
-    tarfile's: "w", "w:gz", "w:bz2", "w:xz"."""
+def tar_bytes(members: Members, mode: str = "w", *, mtime: int = 0) -> bytes:
+    """A tar (pax) of MEMBERS in their order: files rw-r--r--, folders rwxr-xr-x, links;
+    all dated MTIME.  MODE as tarfile's: "w", "w:gz", "w:bz2", "w:xz"."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode=mode) as archive:
-        for name, data in files.items():
+    with tarfile.open(fileobj=out, mode=mode, format=tarfile.PAX_FORMAT) as archive:
+        for name, value in members.items():
             info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
+            info.mtime = mtime
+            if value is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(info)
+            elif isinstance(value, Symlink):
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, value.target, 0o777
+                archive.addfile(info)
+            else:
+                info.size, info.mode = len(value), 0o644
+                archive.addfile(info, io.BytesIO(value))
     return out.getvalue()
 
 
-def write_zip(path: Path, files: Files, method: int = zipfile.ZIP_STORED) -> Path:
+def write_zip(path: Path, members: Members, method: int = zipfile.ZIP_STORED) -> Path:
     """`zip_bytes` written to PATH (its folders made)."""
-    return write_file(path, zip_bytes(files, method))
+    return write_file(path, zip_bytes(members, method))
 
 
-def write_tar(path: Path, files: Files, mode: str = "w") -> Path:
+def write_tar(path: Path, members: Members, mode: str = "w", *, mtime: int = 0) -> Path:
     """`tar_bytes` written to PATH (its folders made)."""
-    return write_file(path, tar_bytes(files, mode))
+    return write_file(path, tar_bytes(members, mode, mtime=mtime))
 
 
 def zip_contents(path: Path) -> dict[str, bytes]:
@@ -157,14 +186,20 @@ def tree(folder: Path) -> dict[str, bytes | str]:
     return found
 
 
-def contents(folder: Path, *, sizes: bool = False) -> dict[str, object]:
-    """Everything under FOLDER but colabmagic's state: each file's bytes (or size, with
-    SIZES), each link as 'link:target', each folder as 'dir'."""
+def contents(
+    folder: Path, *, sizes: bool = False, skip: Path | None = None, state: bool = False
+) -> dict[str, object]:
+    """Everything under FOLDER but colabmagic's state (unless STATE) and SKIP: each
+    file's bytes (or size, with SIZES), each link as 'link:target', each folder as 'dir'."""
     found: dict[str, object] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if d != ".colabmagic"]
+        dirnames[:] = [
+            d for d in dirnames if (state or d != ".colabmagic") and Path(dirpath, d) != skip
+        ]
         for name in dirnames + filenames:
             path = Path(dirpath) / name
+            if path == skip:
+                continue
             rel = str(path.relative_to(folder))
             if path.is_symlink():
                 found[rel] = "link:" + os.readlink(path)

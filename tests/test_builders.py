@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import stat
+import tarfile
 import zipfile
 
 import pytest
 
 from tests import builders
 from tests.builders import (
+    Symlink,
     as_contents,
     contents,
     random_files,
@@ -64,6 +67,23 @@ def test_zip_round_trip(tmp_path, method):
         assert {i.compress_type for i in archive.infolist()} == {method}
 
 
+def test_archives_hold_folders_and_links_as_members(tmp_path):
+    members = {"top": None, "top/a.txt": b"a", "top/link": Symlink("a.txt")}
+    with tarfile.open(write_tar(tmp_path / "x.tar.gz", members, "w:gz", mtime=1_700_000_000)) as t:
+        kinds = {m.name: (m.type, m.linkname, m.mtime) for m in t.getmembers()}
+    assert kinds == {
+        "top": (tarfile.DIRTYPE, "", 1_700_000_000),
+        "top/a.txt": (tarfile.REGTYPE, "", 1_700_000_000),
+        "top/link": (tarfile.SYMTYPE, "a.txt", 1_700_000_000),
+    }
+    with zipfile.ZipFile(write_zip(tmp_path / "x.zip", members)) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        assert sorted(infos) == ["top/", "top/a.txt", "top/link"]
+        assert infos["top/"].is_dir()
+        assert stat.S_ISLNK(infos["top/link"].external_attr >> 16)
+        assert z.read("top/link") == b"a.txt"
+
+
 def test_written_files_are_what_contents_and_tree_show(tmp_path):
     files = random_files(5, 100)
     write_files(tmp_path, files, dirs=["empty"], mtime=1_700_000_000)
@@ -73,6 +93,9 @@ def test_written_files_are_what_contents_and_tree_show(tmp_path):
 
     assert contents(tmp_path) == as_contents(files, empty="dir", link="link:cat/00000.jpg")
     assert tree(tmp_path) == {**files, ".colabmagic/marker": b"m", "link": "link:cat/00000.jpg"}
+    everything = contents(tmp_path, state=True, skip=tmp_path / "cat")
+    assert everything[".colabmagic/marker"] == b"m" and everything[".colabmagic"] == "dir"
+    assert not any(name.startswith("cat") for name in everything)
     assert (tmp_path / "cat" / "00000.jpg").stat().st_mtime == 1_700_000_000
 
 
