@@ -48,7 +48,7 @@ FORMAT = 1  # of the JSON record; a newer one is treated as a miss
 class CacheResult(Result):
     """What `%%cache` did: ran the cell (and cached it), restored its outputs, or cleared."""
 
-    action: str  # "ran", "restored", "rerun" or "cleared"
+    action: str  # "ran", "restored", "rerun", "present" (nothing to do) or "cleared"
     key: str  # the first 16 hex digits of the key: the entry's name in DRIVE_DIR
     outputs: tuple[Path, ...]
     bytes: int  # of the outputs, unpacked
@@ -73,6 +73,11 @@ class CacheResult(Result):
             return line
         if self.action == "cleared":
             return f"cleared entry {self.key}; the cell was not run"
+        if self.action == "present":
+            return (
+                f"{n} already in place as cached (same names and sizes): nothing "
+                "restored; --force runs the cell again"
+            )
         verb = "ran the cell" if self.action == "ran" else "ran the cell again"
         return (
             f"{verb} in {duration(self.cell_seconds)} and cached {n} ({size(self.bytes)}, "
@@ -161,12 +166,13 @@ def cache(
         elif missing := _missing_archives(folder, record):
             warnings.append(f"{missing}; the cell runs again")
         else:
-            return _restore(folder, record, roots, cwd, outputs_abs, quiet, started)
+            with interrupts.deferred(), _local_errors("nothing was restored"):
+                return _restore(folder, record, roots, cwd, outputs_abs, quiet, started)
 
     cell_started = time.monotonic()
     run()  # raises when the cell fails: nothing is cached
     cell_seconds = time.monotonic() - cell_started
-    with interrupts.deferred():
+    with interrupts.deferred(), _local_errors("nothing was cached"):
         saved = _save(folder, short, digest, names, roots, cwd, cell_seconds, quiet)
         record, unpacked, warned = saved
     return CacheResult(
@@ -181,6 +187,20 @@ def cache(
         cached_at=record["when"],
         warnings=tuple(warnings + warned),
     )
+
+
+@contextlib.contextmanager
+def _local_errors(outcome: str) -> Iterator[None]:
+    """An OSError (a folder that cannot be read or written) as one line naming the path."""
+    try:
+        yield
+    except OSError as error:
+        if fsio.is_full(error):
+            raise ColabMagicError(
+                f"no space left on the disk ({error.strerror}); {outcome}"
+            ) from None
+        where = f'"{error.filename}": ' if error.filename else ""
+        raise ColabMagicError(f"{where}{error.strerror or error}; {outcome}") from None
 
 
 def cache_key(source: str, outputs: Sequence[str], key: str | None) -> str:
@@ -423,6 +443,7 @@ def _pack(root: Path, members: list[str], out: Path, compression: str, warnings:
     fsio.require_free(out.parent, need)
     files = total = 0
     sizes = {member: 0 for member in members}
+    lines: list[str] = []  # what a restore puts on disk: see _listing
     with (
         fsio.create_file(out) as raw,
         _compressor(raw, compression) as stream,
@@ -445,6 +466,7 @@ def _pack(root: Path, members: list[str], out: Path, compression: str, warnings:
                 if inside is not None:
                     info.type, info.linkname = tarfile.SYMTYPE, inside
                     archive.addfile(info)
+                    lines.append(f"{name}\0link\0{inside}")
                     continue
                 try:
                     st = path.stat()
@@ -464,16 +486,40 @@ def _pack(root: Path, members: list[str], out: Path, compression: str, warnings:
             if stat.S_ISDIR(st.st_mode):
                 info.type = tarfile.DIRTYPE
                 archive.addfile(info)
+                lines.append(f"{name}\0dir")
             elif stat.S_ISREG(st.st_mode):
                 with open(path, "rb") as data:
                     info.size = os.fstat(data.fileno()).st_size
                     archive.addfile(info, data)
+                lines.append(f"{name}\0file\0{info.size}\0{info.mode & 0o100:o}")
                 files += 1
                 total += info.size
                 sizes[top] += info.size
             else:
                 raise ColabMagicError(f'cannot cache "{path}": not a file, folder or link')
-    return {"files": files, "bytes": total, "sizes": sizes}
+    return {"files": files, "bytes": total, "sizes": sizes, "listing": _digest(lines)}
+
+
+def _digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _listing(root: Path, members: list[str]) -> str | None:
+    """The digest `_pack` records, of what is on disk now: names, kinds, sizes, exec
+    bits and link targets (not times: a restore does not keep them); None if an
+    output is missing."""
+    lines = []
+    try:
+        for name, st in _walk(root, members):
+            if stat.S_ISLNK(st.st_mode):
+                lines.append(f"{name}\0link\0{os.readlink(root / name)}")
+            elif stat.S_ISDIR(st.st_mode):
+                lines.append(f"{name}\0dir")
+            else:
+                lines.append(f"{name}\0file\0{st.st_size}\0{st.st_mode & 0o100:o}")
+    except OSError:
+        return None
+    return _digest(lines)
 
 
 def _walk(root: Path, members: list[str]) -> Iterator[tuple[str, os.stat_result]]:
@@ -583,6 +629,23 @@ def _restore(
                 "use --force to rebuild it"
             )
         wanted[archive["name"]] = (_where(root, cwd), roots[root], archive)
+    if all(
+        archive.get("listing") == _listing(root, members)
+        for root, members, archive in wanted.values()
+    ):
+        # A second run in the same session: restoring again would only fill
+        # .colabmagic/replaced/ with copies of the same files.
+        return CacheResult(
+            action="present",
+            key=record["key"][:KEY_CHARS],
+            outputs=outputs,
+            bytes=sum(a.get("bytes", 0) for a in record["archives"]),
+            seconds=time.monotonic() - started,
+            drive_dir=folder,
+            archive_bytes=sum(a["archive_bytes"] for a in record["archives"]),
+            cell_seconds=record.get("seconds"),
+            cached_at=record.get("when"),
+        )
     # Each archive is read from Drive once: checked while it is copied to local disk,
     # then staged from there (a second read from Drive would cost as much again).
     LOCAL.mkdir(parents=True, exist_ok=True)
@@ -641,6 +704,7 @@ def _fetch(path: Path, local: Path, members: list[str], sha: str, quiet: bool) -
         with fsio.atomic_write(local, sync=False) as out, Prefetch(raw(out)) as chunks:
             stream = Stream(decompressed(chunks, compression))
             for member, _ in tar_members(stream):
+                interrupts.check()
                 name = member.name
                 if any(name == m or name.startswith(m + "/") for m in members):
                     continue

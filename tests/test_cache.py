@@ -80,6 +80,20 @@ def test_a_miss_runs_and_caches_then_a_hit_restores_without_running(drive_root, 
     assert "the cell took" in second.summary()
 
 
+def test_a_second_run_with_the_outputs_in_place_does_nothing(drive_root, workdir):
+    log: list[str] = []
+    colabmagic.cache(CACHE, ["out"], build_tool(log), source="s")
+    wipe_outputs(workdir)
+    assert colabmagic.cache(CACHE, ["out"], build_tool(log), source="s").action == "restored"
+    again = colabmagic.cache(CACHE, ["out"], build_tool(log), source="s")
+    assert again.action == "present" and log == ["ran"]
+    assert "already in place" in again.summary()
+    assert not (workdir / ".colabmagic" / "replaced").exists()  # no copies of the same files
+    (workdir / "out/lib/data.bin").write_bytes(b"truncated")
+    assert colabmagic.cache(CACHE, ["out"], build_tool(log), source="s").action == "restored"
+    assert (workdir / "out/lib/data.bin").read_bytes() == bytes(range(256)) * 40
+
+
 def test_the_key_covers_source_outputs_and_key(drive_root, workdir):
     log: list[str] = []
     a = colabmagic.cache(CACHE, ["out"], build_tool(log), source="build v1")
@@ -435,3 +449,25 @@ def test_a_new_kernel_restores_the_compiled_binary_without_running_the_cell(tmp_
     assert os.stat(binary).st_mode & stat.S_IXUSR
     assert subprocess.run([str(binary)], capture_output=True, text=True).stdout == "hello from cc\n"
     assert binary.read_bytes() == (first / "build" / "hello").read_bytes()
+
+
+def test_a_local_os_error_is_one_line_naming_the_path(drive_root, workdir, monkeypatch):
+    def unreadable(root, *args):
+        raise PermissionError(13, "Permission denied", str(root / "out" / "secret"))
+
+    monkeypatch.setattr(cache_module, "_pack", unreadable)
+    message = r'out/secret": Permission denied; nothing was cached'
+    with pytest.raises(ColabMagicError, match=message):
+        colabmagic.cache(CACHE, ["out"], build_tool([]), source="s")
+    assert entry_files(drive_root) == []
+
+
+def test_the_cli_says_cache_and_devpath_need_a_notebook(capsys):
+    from colabmagic import cli
+
+    assert cli.main(["cache", "My Drive/c", "--outputs", "x"]) == 2
+    assert "use %%cache in a notebook" in capsys.readouterr().err
+    assert cli.main(["devpath", "My Drive/code"]) == 2
+    assert "use %devpath in a notebook" in capsys.readouterr().err
+    assert cli.main(["cache", "My Drive/c"]) == 2  # --outputs is required
+    assert "--outputs" in capsys.readouterr().err

@@ -240,3 +240,15 @@ def test_a_module_named_like_the_standard_library_is_warned_about(shell, project
     assert "antigravity" not in sys.modules
     result = shell.run_line_magic("devpath", '"My Drive/proj" --no-autoreload')
     assert any('"antigravity" is also a standard-library module' in w for w in result.warnings)
+
+
+def test_unload_ext_undoes_devpath(shell, project):
+    folder, _ = project
+    result = shell.run_line_magic("devpath", '"My Drive/proj" --local')
+    assert devpath_module.active() == [folder.resolve()] and sys.path[0] == str(result.local)
+    shell.run_line_magic("unload_ext", "colabmagic")
+    try:
+        assert devpath_module.active() == [] and devpath_module._path_hook not in sys.path_hooks
+        assert str(result.local) not in sys.path
+    finally:
+        shell.run_line_magic("load_ext", "colabmagic")
