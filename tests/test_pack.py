@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import tree
 from IPython.core.error import UsageError
 
 import colabmagic
@@ -21,34 +20,16 @@ from colabmagic.cli import main as cli
 
 # `colabmagic.pack` is the function; the modules behind it are patched in a few tests.
 from colabmagic.pack import publish, read, write
+from tests.builders import partials, random_files, tree, write_files, zip_contents
 
 
 def make_folder(folder: Path, n: int, seed: int = 1) -> dict[str, bytes]:
-    """N files of random bytes in a few subfolders, plus one empty folder."""
-    rng = random.Random(seed)
-    files = {}
-    for i in range(n):
-        name = f"{('cat', 'dog', 'bird')[i % 3]}/{i:05d}.jpg"
-        files[name] = rng.randbytes(rng.randint(0, 1500))
-    for name, data in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (folder / "empty").mkdir()
-    return files
-
-
-def zip_contents(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as zf:
-        return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    """N files of random bytes (up to 1.5 kB) in cat/, dog/, bird/, plus one empty folder."""
+    return write_files(folder, random_files(n, (0, 1500), seed=seed), dirs=["empty"])
 
 
 # tarfile's extraction filter, where this Python has it (3.10.12+, 3.11.4+).
 SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(n for n in os.listdir(folder) if n.endswith(".partial"))
 
 
 def test_two_thousand_files_round_trip_through_zip_and_stage(ip, drive_root, workdir):
@@ -68,7 +49,7 @@ def test_two_thousand_files_round_trip_through_zip_and_stage(ip, drive_root, wor
         names = zf.namelist()
     assert names == sorted(names)  # sorted member order
     assert "train/empty/" in names  # an empty folder survives
-    assert leftovers(archive.parent) == []
+    assert partials(archive.parent) == []
     assert (archive.parent / "train.zip.colabmagic.json").is_file()
 
     assert result.stage_line == '%stage "My Drive/data sets/train.zip"'
@@ -301,7 +282,7 @@ def test_a_failed_rebuild_keeps_the_previous_archive(ip, drive_root, monkeypatch
             ip.run_line_magic("packdrive", "train")
     assert first.archives[0].read_bytes() == before
     assert (drive_root / "MyDrive" / "train.zip.colabmagic.json").read_bytes() == sidecar
-    assert leftovers(drive_root / "MyDrive") == []
+    assert partials(drive_root / "MyDrive") == []
     assert ip.run_line_magic("packdrive", "train").action == "repacked"
 
 
@@ -417,7 +398,7 @@ def test_over_the_simulated_drive_round_trip_then_a_failed_verify(fake_root, wor
     with pytest.raises(colabmagic.ColabMagicError, match="verifying the copy in Drive failed"):
         colabmagic.pack("My Drive/train", "My Drive/train.tar", quiet=True)
     assert not (fake_root / "MyDrive" / "train.tar").exists()
-    assert leftovers(fake_root / "MyDrive") == []
+    assert partials(fake_root / "MyDrive") == []
 
 
 @pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
