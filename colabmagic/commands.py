@@ -443,10 +443,7 @@ def run(command: str, args: argparse.Namespace, defaults: Defaults | None = None
 def _stage(options: dict[str, Any], defaults: Defaults) -> Any:
     import colabmagic
 
-    # stage() takes its retry count as an argument: hand it the one in force.
-    return colabmagic.stage(
-        options.pop("src"), options.pop("to"), retries=source.retries(), **options
-    )
+    return colabmagic.stage(options.pop("src"), options.pop("to"), **options)
 
 
 def _packdrive(options: dict[str, Any], defaults: Defaults) -> Any:

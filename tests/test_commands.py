@@ -261,3 +261,17 @@ def test_drive_takes_one_action(ip, tmp_path):
 def test_cli_drive_fake_needs_a_kernel(drive_root, tmp_path, capsys):
     assert cli(["drive", "--fake", str(tmp_path)]) == 2
     assert "--fake needs a running kernel" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("twin", "args"),
+    [("stage", ("My Drive/x.txt",)), ("pack", ("My Drive/d",)), ("timeread", ("My Drive/d",))],
+)
+@pytest.mark.parametrize("workers", [0, -3, 257])
+def test_every_python_twin_checks_workers(drive_root, workdir, twin, args, workers):
+    (drive_root / "MyDrive" / "x.txt").write_bytes(b"x")
+    (drive_root / "MyDrive" / "d").mkdir()
+    (drive_root / "MyDrive" / "d" / "a").write_bytes(b"a")
+    with pytest.raises(colabmagic.ColabMagicError, match="--workers must be 1 or more"):
+        getattr(colabmagic, twin)(*args, workers=workers, quiet=True)
+    assert list(workdir.iterdir()) == []
