@@ -18,6 +18,7 @@ from test_zip64 import build_zip
 
 import colabmagic
 from colabmagic.errors import ColabMagicError
+from colabmagic.unpack.stream import Stream
 
 FILES = {f"set/part-{i}.txt": f"member {i}\n".encode() * (i + 1) for i in range(10)}
 
@@ -232,3 +233,24 @@ def test_a_real_overlap_is_still_called_a_zip_bomb(tmp_path):
     assert zip_refusal(tmp_path, bytes(data)) == (
         "member 'top/a.txt' overlaps the member after it (a zip bomb or a corrupt archive)"
     )
+
+
+@pytest.mark.parametrize("step", [1, 3, 512, 4096])
+def test_peeking_leaves_the_stream_as_it_was(step):
+    """tar.py peeks at the first bytes before tarfile reads them: whatever the chunks,
+    reads and seeks back after a peek see the same bytes as without it."""
+    data = bytes(range(256)) * 16
+    stream = Stream(iter([data[i : i + step] for i in range(0, len(data), step)]))
+    assert stream.peek(16) == data[:16] and stream.tell() == 0
+    assert stream.read(20) == data[:20]
+    if step >= 20:  # a seek back stays possible within the chunk already read from
+        assert stream.peek(1500) == data[20:1520]
+        stream.seek(10)
+        assert stream.read(10) == data[10:20]
+    stream.skip(1000)
+    assert stream.peek(700) == data[1020:1720] and stream.tell() == 1020
+    assert stream.read(10) == data[1020:1030]
+    stream.seek(1025)
+    assert stream.read(600) == data[1025:1625]
+    assert stream.peek(len(data)) == data[1625:]  # fewer at the end
+    assert bytes(stream.view(len(data))) == data[1625:] and stream.view(1) == b""

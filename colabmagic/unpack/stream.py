@@ -62,13 +62,14 @@ class Stream:
     def peek(self, n: int) -> bytes:
         """Up to N bytes from here (fewer only at the end), without consuming them."""
         while len(self._buf) - self._pos < n:
-            here, rest = self._pos, bytes(self._buf[self._pos :])
+            before, rest, prev = self._buf[: self._pos], self._buf[self._pos :], self._prev
             if not self._next_chunk():
                 break
-            # What was left joins the new chunk; what was read before stays behind.
+            # What is left joins the new chunk; what was read stays behind it, so
+            # that a seek back (tarfile's) finds it where it would have been.
             self._base -= len(rest)
-            self._buf = memoryview(rest + bytes(self._buf))
-            self._prev = self._prev[:here]
+            self._buf = memoryview(bytes(rest) + bytes(self._buf))
+            self._prev = before if len(before) else prev
         return bytes(self._buf[self._pos : self._pos + n])
 
     def read(self, n: int = -1) -> bytes:
