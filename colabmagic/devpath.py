@@ -278,6 +278,11 @@ def warnings(folder: Path, copy: Path | None, *, autoreload: bool) -> list[str]:
                 f'"{name}" cannot be imported (a space and brackets in its name): '
                 f'Drive made it from "{base}"; rename it to "{base}"'
             )
+    if "__init__.py" in entries:
+        found.append(
+            f'{drive.shown(folder)} is itself a package (it has __init__.py): to "import '
+            f'{folder.name}", give the folder that holds it'
+        )
     roots = [folder] + ([copy] if copy is not None else [])
     for module in modules(folder):
         imported = sys.modules.get(module.name)

@@ -252,3 +252,11 @@ def test_unload_ext_undoes_devpath(shell, project):
         assert str(result.local) not in sys.path
     finally:
         shell.run_line_magic("load_ext", "colabmagic")
+
+
+def test_a_package_given_as_the_folder_is_warned_about(shell, project):
+    folder, name = project
+    result = colabmagic.devpath(f"My Drive/proj/{name}pkg", shell=shell, autoreload=False)
+    assert any(
+        "is itself a package" in w and "the folder that holds it" in w for w in result.warnings
+    )
