@@ -171,11 +171,13 @@ def tar_contents(path: Path) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- looking
 
 
-def tree(folder: Path) -> dict[str, bytes | str]:
+def tree(folder: Path, *, state: bool = True) -> dict[str, bytes | str]:
     """Every file under FOLDER (relative name -> bytes; symlink -> 'link:target'),
-    colabmagic's state folder included; folders themselves are not listed."""
+    colabmagic's state folder included unless not STATE; folders are not listed."""
     found: dict[str, bytes | str] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
+        if not state and Path(dirpath) == folder:  # FOLDER's own state, as a stage keeps it
+            dirnames[:] = [d for d in dirnames if d != ".colabmagic"]
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             rel = str(path.relative_to(folder))

@@ -93,6 +93,7 @@ def test_written_files_are_what_contents_and_tree_show(tmp_path):
 
     assert contents(tmp_path) == as_contents(files, empty="dir", link="link:cat/00000.jpg")
     assert tree(tmp_path) == {**files, ".colabmagic/marker": b"m", "link": "link:cat/00000.jpg"}
+    assert tree(tmp_path, state=False) == {**files, "link": "link:cat/00000.jpg"}
     everything = contents(tmp_path, state=True, skip=tmp_path / "cat")
     assert everything[".colabmagic/marker"] == b"m" and everything[".colabmagic"] == "dir"
     assert not any(name.startswith("cat") for name in everything)
