@@ -25,7 +25,7 @@ import pytest
 import colabmagic
 
 REPO = Path(__file__).resolve().parents[1]
-ITERATIONS = 10
+ITERATIONS = 8
 EVERY = 0.05  # the mirror scans every 50 ms; the writer pauses 100-250 ms mid-save
 
 WRITER = r"""
@@ -51,7 +51,7 @@ def save(path):
 seq = 0
 while True:
     seq += 1
-    kind = rng.choice(["file", "folder", "last"])
+    kind = "folder" if seq % 3 == 1 else rng.choice(["file", "folder", "last"])
     if kind == "file":
         key = f"epoch={seq}-step={seq * 10}.ckpt"
         print(json.dumps({"start": key}), file=log)
@@ -117,7 +117,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, drive_root, monkeypatch
 
     rng = random.Random(20261201)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    totals = {"brought back": 0, "killed mid-save": 0, "skipped or waiting": 0}
+    totals = {"brought back": 0, "folders": 0, "killed mid-save": 0, "skipped or waiting": 0}
     for i in range(ITERATIONS):
         run = tmp_path / f"run{i}"
         local, log = run / "ckpt", run / "log.jsonl"
@@ -144,7 +144,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, drive_root, monkeypatch
         )
         try:
             assert runner.stdout.readline() == b"running\n"
-            time.sleep(rng.uniform(0.5, 3.0))
+            # The first run lasts long enough for a folder to settle and go up.
+            time.sleep(4.0 if i == 0 else rng.uniform(0.5, 2.5))
         finally:
             os.killpg(runner.pid, signal.SIGKILL)  # the mirror and the writer, at once
             runner.wait()
@@ -169,6 +170,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, drive_root, monkeypatch
             brought[key] = max(versions)
         assert not [p for p in back.rglob("*") if p.name.endswith(".partial")]
         totals["brought back"] += len(brought)
+        totals["folders"] += sum(1 for key in brought if key.startswith("checkpoint-"))
         totals["skipped or waiting"] += len(result.skipped)
         if brought:
             newest = max(brought, key=brought.get)
@@ -178,6 +180,6 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, drive_root, monkeypatch
         else:
             assert result.latest is None
     # The test exercised what it claims: kills mid-save, and resumes with something.
-    assert totals["killed mid-save"] >= ITERATIONS // 3, totals
-    assert totals["brought back"] >= ITERATIONS, totals
+    assert totals["killed mid-save"] >= ITERATIONS // 2, totals
+    assert totals["brought back"] >= ITERATIONS // 2 and totals["folders"] >= 1, totals
     print(totals)

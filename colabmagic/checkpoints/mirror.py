@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # A folder is written file after file, and between two files no file is open: a
 # folder goes up only once none of its files changed for this long (as well as two
 # scans).  Pairs and shard sets need no such wait: their index is written last.
-FOLDER_SETTLE = 2.0
+FOLDER_SETTLE = 1.0
 
 
 def writers(paths: list[Path]) -> set[Path]:
