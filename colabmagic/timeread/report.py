@@ -151,6 +151,8 @@ def summarise(
     seconds: float,
     warnings: list[str],
 ) -> TimeReadResult:
+    """The figures, projections, warnings and advice of measurement M of PATH (TEXT as
+    the user typed it, TOP resolved, ENTRIES its files with their sizes)."""
     from .. import status
 
     files_total = len(entries)
