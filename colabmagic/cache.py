@@ -331,17 +331,24 @@ def _missing_archives(folder: Path, record: dict) -> str | None:
     return None if record.get("archives") else "the entry's record lists no archive"
 
 
+def _entry_files(folder: Path, short: str) -> list[str]:
+    """The files of entry SHORT in FOLDER: its record, archives and leftover partials."""
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if n.startswith((short + ".", short + "-"))]
+
+
 def _clear(folder: Path, short: str, outputs: tuple[Path, ...], started: float) -> CacheResult:
     removed = []
     freed = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in sorted(os.listdir(folder)):
-            if entry.startswith(short + ".") or entry.startswith(short + "-"):
-                path = folder / entry
-                with contextlib.suppress(OSError):
-                    freed += path.stat().st_size
-                source.retrying(lambda p=path: p.unlink(missing_ok=True), what=f'deleting "{path}"')
-                removed.append(entry)
+    for entry in _entry_files(folder, short):
+        path = folder / entry
+        with contextlib.suppress(OSError):
+            freed += path.stat().st_size
+        source.retrying(lambda p=path: p.unlink(missing_ok=True), what=f'deleting "{path}"')
+        removed.append(entry)
     if removed:
         note = (
             f"deleted {', '.join(removed)} ({size(freed)}) from {drive.shown(folder)}; "
@@ -389,6 +396,10 @@ def _save(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ColabMagicError(f'cannot create "{folder}": {error.strerror}') from None
+    # An old entry's record goes first: cut short, the rewrite leaves no record that
+    # names archives it has already replaced.
+    old_record = folder / f"{short}.json"
+    source.retrying(lambda: old_record.unlink(missing_ok=True), what=f'deleting "{old_record}"')
     archives = []
     unpacked = 0
     with tempfile.TemporaryDirectory(prefix="colabmagic-cache-") as work:
@@ -424,6 +435,10 @@ def _save(
     path = folder / f"{short}.json"
     text = json.dumps(record, indent=1)
     source.retrying(lambda: fsio.write_text_atomic(path, text), what=f'writing "{path}"')
+    kept = {path.name, *(a["name"] for a in archives)}
+    for entry in _entry_files(folder, short):
+        if entry not in kept:  # an older entry's archive (another format, more roots)
+            source.retrying(lambda e=entry: (folder / e).unlink(missing_ok=True), what=entry)
     return record, unpacked, warnings
 
 

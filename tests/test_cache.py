@@ -471,3 +471,13 @@ def test_the_cli_says_cache_and_devpath_need_a_notebook(capsys):
     assert "use %devpath in a notebook" in capsys.readouterr().err
     assert cli.main(["cache", "My Drive/c"]) == 2  # --outputs is required
     assert "--outputs" in capsys.readouterr().err
+
+
+def test_a_rewritten_entry_leaves_no_archive_of_the_old_one(drive_root, workdir, monkeypatch):
+    log: list[str] = []
+    first = colabmagic.cache(CACHE, ["out"], build_tool(log), source="s")
+    monkeypatch.setattr(cache_module, "_archive_suffix", lambda: (".tar.gz", "gz"))
+    colabmagic.cache(CACHE, ["out"], build_tool(log), source="s", force=True)
+    assert entry_files(drive_root) == [f"{first.key}.json", f"{first.key}.tar.gz"]
+    wipe_outputs(workdir)
+    assert colabmagic.cache(CACHE, ["out"], build_tool(log), source="s").action == "restored"
