@@ -398,13 +398,21 @@ def test_over_the_simulated_drive_resume_waits_out_a_failing_drive(tmp_path, wor
             result = colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True, every=3600)
             assert result.action == "resumed" and result.latest.epoch == 5
             write(workdir / "ckpt" / "epoch=6-step=60.ckpt", b"six" * 1000)
+            write(workdir / "ckpt" / "checkpoint-70" / "model.bin", b"seven" * 1000, T)
+            write(workdir / "ckpt" / "checkpoint-70" / "state.json", b"{}", T)
             result.mirror.sync_now()
-            assert result.mirror.sync_now() == 1
+            assert result.mirror.sync_now() == 3  # the folder renamed whole through FUSE
             checkpoints.stop_mirror("ckpt")
             assert tree(root / "MyDrive" / "run") == {
                 "epoch=5-step=50.ckpt": b"five" * 1000,
                 "epoch=6-step=60.ckpt": b"six" * 1000,
+                "checkpoint-70/model.bin": b"seven" * 1000,
+                "checkpoint-70/state.json": b"{}",
             }
+            assert colabmagic.latest_checkpoint("My Drive/run").name == "epoch=6-step=60.ckpt"
+            shutil.rmtree(workdir / "ckpt")
+            again = colabmagic.link_checkpoints("ckpt", "My Drive/run", mirror=True, every=3600)
+            assert again.action == "resumed" and again.copied_back == 4 and not again.skipped
         finally:
             source.set_retries(source.RETRIES)
             checkpoints.stop_all_mirrors()
