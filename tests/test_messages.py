@@ -165,10 +165,11 @@ def test_a_zip_named_tar_gz_and_a_zip_inside_gzip(ip, tmp_path):
     )
 
 
-def test_a_tar_whose_first_name_spells_a_magic_is_still_a_tar(ip, tmp_path):
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_a_tar_whose_first_name_spells_a_magic_is_still_a_tar(ip, tmp_path, suffix):
     files = {"BZh91AY&SY.txt": b"not bzip2", "PK-notes.txt": b"not a zip"}
-    source = tmp_path / "names.tar"
-    source.write_bytes(tar_bytes(files))
+    source = tmp_path / f"names{suffix}"
+    source.write_bytes(COMPRESS[suffix](tar_bytes(files)))
     colabmagic.stage(source, tmp_path / "out", quiet=True)
     assert contents(tmp_path / "out") == files
 

@@ -141,7 +141,7 @@ def decompressed(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
         first = next(pieces, None)
         if first is None:
             return
-        if (inside := sniff(first)) is not None:
+        if (inside := sniff(first)) is not None and not _is_tar_header(first[:512]):
             raise Refused(
                 f"the {NAMES[kind]} data holds {article(inside)} archive, not a tar: "
                 "decompress it first, then stage what it holds"
@@ -207,6 +207,18 @@ def sniff(head: bytes | memoryview) -> str | None:
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):  # a member, or an empty zip
         return "zip"
     return None
+
+
+def _is_tar_header(block: bytes | memoryview) -> bool:
+    """Whether BLOCK checks out as a tar header (a first member named "BZh91AY&SY")."""
+    block = bytes(block)
+    if len(block) < 512:
+        return False
+    try:
+        stored = int(block[148:156].split(b"\0")[0].strip() or b"x", 8)
+    except ValueError:
+        return False
+    return stored == sum(block[:148]) + 8 * 0x20 + sum(block[156:])
 
 
 def article(kind: str) -> str:

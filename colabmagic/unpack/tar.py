@@ -72,7 +72,7 @@ def _not_a_tar(head: bytes) -> str | None:
         return "this is a zip archive, not a tar (its first bytes say so): use --format zip"
     return (
         f"this is {article(found)}-compressed archive, not a plain tar (its first bytes "
-        f"say so): use --format tar, which reads compressed tars too"
+        "say so): use --format tar, which reads compressed tars too"
     )
 
 
