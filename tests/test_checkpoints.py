@@ -753,3 +753,13 @@ def test_stop_waits_for_a_folder_written_just_before(drive_root, workdir):
         "checkpoint-9/model.bin": b"nine",
         "checkpoint-9/state.json": b"{}",
     }
+
+
+def test_a_log_kept_open_goes_up_as_it_grows(drive_root, workdir):
+    mirror = start_mirror("ckpt", "My Drive/run")
+    with open(workdir / "ckpt" / "events.out.tfevents.1.host", "wb") as log:
+        log.write(b"event 1\n")
+        log.flush()
+        mirror.sync_now()
+        assert mirror.sync_now() == 1  # not a checkpoint: a snapshot is worth having
+        assert tree(drive_root / "MyDrive" / "run") == {"events.out.tfevents.1.host": b"event 1\n"}

@@ -158,7 +158,10 @@ class Mirror:
         self._seen = states
         older = self._older(units) if self.keep is not None else set()
         candidates = [key for key in candidates if key not in older]
-        held = writers([self.local / rel for key in candidates for rel in units[key].files])
+        # Only checkpoints wait for their writer: a log kept open (TensorBoard's event
+        # file) goes up as it grows, as a snapshot.
+        guarded = [key for key in candidates if units[key].checkpoint]
+        held = writers([self.local / rel for key in guarded for rel in units[key].files])
         ready = [
             key for key in candidates if not any(self.local / r in held for r in units[key].files)
         ]
@@ -229,7 +232,7 @@ class Mirror:
         sent = 0
         for rel, length, mtime in sorted(state, key=lambda s: s[0] in index):
             if self._files.get(rel) != (length, mtime):
-                self._put(rel, self.drive_dir / rel, (length, mtime))
+                self._put(rel, self.drive_dir / rel, (length, mtime), guard=unit.checkpoint)
                 sent += 1
         return sent
 
@@ -267,7 +270,15 @@ class Mirror:
                 sent += 1
         return sent
 
-    def _put(self, rel: str, dest: Path, state: tuple[int, int], *, count: bool = True) -> None:
+    def _put(
+        self,
+        rel: str,
+        dest: Path,
+        state: tuple[int, int],
+        *,
+        count: bool = True,
+        guard: bool = True,
+    ) -> None:
         """LOCAL/REL -> DEST.partial -> DEST, hashed on the way; raises _Changed when
         the local file is not the version STATE any more, or is open for writing."""
         source_path = self.local / rel
@@ -288,7 +299,7 @@ class Mirror:
             def check(partial: Path) -> None:
                 if read[0] != state[0]:
                     raise _Changed
-                self._still(((rel, *state),))
+                self._still(((rel, *state),), guard=guard)
 
             fsio.atomic_copy(chunks(), dest, times_ns=(state[1], state[1]), before_publish=check)
             digest[:] = [sha.hexdigest()]
@@ -309,7 +320,7 @@ class Mirror:
         self.bytes_copied += state[0]
         self.last_copy = time.time()
 
-    def _still(self, state: State) -> None:
+    def _still(self, state: State, *, guard: bool = True) -> None:
         """Raise _Changed unless each file of STATE is as it was and nobody writes it."""
         for rel, length, mtime in state:
             try:
@@ -318,7 +329,7 @@ class Mirror:
                 raise _Changed from None
             if (st.st_size, st.st_mtime_ns) != (length, mtime):
                 raise _Changed
-        if writers([self.local / rel for rel, _, _ in state]):
+        if guard and writers([self.local / rel for rel, _, _ in state]):
             raise _Changed
 
     def _publish_manifest(self, key: str, state: State) -> None:
