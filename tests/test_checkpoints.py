@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tree as conftest_tree
 from IPython.core.error import UsageError
 
 import colabmagic
 from colabmagic.cli import main as cli
+from tests import builders
 
 checkpoints = importlib.import_module("colabmagic.checkpoints")
 
@@ -30,16 +30,12 @@ def no_mirror_left_running():
 
 
 def write(path: Path, data: bytes, mtime: float | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-    return path
+    return builders.write_file(path, data, mtime=mtime)
 
 
 def tree(folder: Path) -> dict[str, bytes | str]:
     """Every file under FOLDER but the mirror's manifests (in its hidden .colabmagic/)."""
-    return {k: v for k, v in conftest_tree(folder).items() if not k.startswith(".colabmagic")}
+    return builders.tree(folder, state=False)
 
 
 def listing(folder: Path) -> list[str]:
