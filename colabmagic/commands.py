@@ -356,8 +356,9 @@ def parser(command: str, *, prog: str | None = None, add_help: bool = False) -> 
 def split(line: str) -> list[str]:
     """A magic's line split like a POSIX shell, without one trailing ``;``.
 
-    IPython hides a result when the cell ends with ``;`` but still hands the ``;`` to
-    the magic, where it would end up in a path (``--to out;``).
+    ``;`` hides a result (see `magics._semicolon_hides`); in a line that reaches a
+    magic with it (``ip.run_line_magic("stage", "x --to out;")``) it would otherwise
+    end up in a path.
     """
     line = line.strip()
     if line.endswith(";"):
@@ -398,14 +399,16 @@ def _quoting_hint(prog: str, argv: list[str]) -> str | None:
 
 
 def _names_a_path(text: str) -> bool:
+    """Whether TEXT is a Drive path or names something that exists; never mounts Drive
+    (an error message is no reason to)."""
     from . import drive
 
-    if drive.split_drive_prefix(text) is not None and " " in text:
+    if drive.split_drive_prefix(text) is not None:
         return True
-    try:
-        return os.path.lexists(drive.to_path(text))
-    except (ColabMagicError, OSError, ValueError):
-        return False
+    if os.path.lexists(os.path.expanduser(text)):
+        return True
+    root = drive.current_root()
+    return root is not None and os.path.lexists(root / "MyDrive" / text)
 
 
 def _quoted(word: str) -> str:
