@@ -207,7 +207,7 @@ a = colabmagic.open_archive(sys.argv[1])
 seconds = time.perf_counter() - started
 after = rss()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-a.read(a.name(len(a) - 1)); assert a.names()[0] in a
+a.read(a.name(len(a) - 1)); assert a.name(0) in a
 print(f"{len(a)} {before:.1f} {after:.1f} {peak:.1f} {seconds:.2f}")
 """
 

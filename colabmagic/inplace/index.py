@@ -257,17 +257,26 @@ class PreadFile:
     """A read-only file object over PREAD, for tarfile: headers are read, data is
     seeked past (one pass over the headers, not over the bytes)."""
 
+    BUFFER = 1 << 20  # headers of small members lie close: one read serves many
+
     def __init__(self, size: int, pread: Pread) -> None:
         self.size = size
         self._pread = pread
         self._pos = 0
+        self._buf = b""
+        self._buf_at = 0
         self.name = None
         self.last_read = b""  # what unpack.tar's end-of-archive check looks at
 
     def read(self, n: int = -1) -> bytes:
         if n < 0 or n > MAX_HEADER_READ:
             raise Refused(f"a header of {n:,} bytes at byte {self._pos:,} (a memory bomb?)")
-        data = self._pread(self._pos, min(n, max(0, self.size - self._pos))) if n else b""
+        n = min(n, max(0, self.size - self._pos))
+        at = self._pos - self._buf_at
+        if not 0 <= at <= len(self._buf) - n:
+            self._buf = self._pread(self._pos, max(n, self.BUFFER))
+            self._buf_at, at = self._pos, 0
+        data = self._buf[at : at + n]
         self._pos += len(data)
         self.last_read = data
         return data
