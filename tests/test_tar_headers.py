@@ -47,7 +47,8 @@ def listing(data: bytes, info_class: type) -> tuple:
 
 
 def corpus_tars() -> list[Path]:
-    return sorted(p for p in CORPUS.iterdir() if ".tar" in p.name)
+    # Empty (the test skips) in a fresh clone, which has no ../shared.
+    return sorted(p for p in CORPUS.iterdir() if ".tar" in p.name) if CORPUS.is_dir() else []
 
 
 @pytest.mark.parametrize("path", corpus_tars(), ids=lambda p: p.name)
