@@ -1,15 +1,18 @@
 """stage(): bring an archive, folder or file from Drive to local disk, once.
 
 The shape of one stage, whatever the source:
-1. lock ``DIR/.colabmagic/lock`` (two kernels never interleave) and clear what an
-   interrupted run left in ``DIR/.colabmagic/``;
+1. lock DIR (exclusively) and every folder above it (shared), so that no other stage
+   that can touch DIR's entries runs meanwhile, and clear what an interrupted run
+   left in ``DIR/.colabmagic/``;
 2. skip at once if the marker says this source (same size and mtime) is staged and
-   its entries are still there;
+   every path it made is still there as it was left (its manifest);
 3. write everything under ``DIR/.colabmagic/tmp-*``: archives are unpacked while they
-   stream in from Drive, folders copied with many reads in flight;
-4. check that no top-level entry would replace something the user made, then move the
-   entries into place with renames, journalled in the marker so that an interrupted
-   move is finished (not refused) by the next run.
+   stream in from Drive, folders copied with many reads in flight.  A glob's matches
+   all go through one Plan and one Writer: they are one unit;
+4. judge the links against DIR's own entries, journal the marker, and merge the work
+   folder into DIR as one transaction (`unpack.place`): each rename a no-replace
+   rename, everything undone on failure, what is in the way replaced only when the
+   previous stage of this source made it (or with --force), and then kept.
 """
 
 from __future__ import annotations
@@ -480,12 +483,6 @@ def _fill(work: Path, sources, kinds, fingerprint, options: _Options, check_top)
     return outcome
 
 
-def shown_name(name: str) -> str:
-    from .unpack import shown
-
-    return shown(name)
-
-
 def _in_glob(error: ColabMagicError, source: Path, sources: list[Path]) -> str:
     others = len(sources) - 1
     return (
@@ -502,12 +499,12 @@ def _mkdtemp(parent: Path, prefix: str) -> str:
 
 def _move_into_place(work, dest, outcome, claims, marker_path, previous, record):
     """Merge WORK into DEST as one transaction, journalled in the marker."""
-    from .unpack import Refused
+    from .unpack import Refused, shown
     from .unpack.place import Transaction, check_links, manifest
 
     def escape(name: str, target: str) -> None:
         raise Refused(
-            f"member {shown_name(name)} links to {shown_name(target)}, which would resolve "
+            f"member {shown(name)} links to {shown(target)}, which would resolve "
             f"outside {dest} through what is already there"
         )
 
