@@ -266,6 +266,8 @@ class BlockCache:
             return
         with self._guard:
             if self._fill_all:
+                if self._running and self._wanted:
+                    return  # the fill goes on front to back; this block was a detour
                 wanted = [*range(b + 1, self.blocks), *range(0, b)]
             else:
                 wanted = range(b + 1, min(self.blocks, b + 1 + AHEAD))
