@@ -247,14 +247,15 @@ def test_a_failure_half_way_through_the_moves_leaves_dir_as_it_was(place, monkey
     write_tar(source, {"a/1": b"one", "b/2": b"two", "c/3": b"three"})
     os.utime(source, (1, 1))
     before = snapshot(target)
-    real = place_module.rename_noreplace
+    for name in ("rename_noreplace", "exchange"):  # a and b swapped whole, then c fails
+        real = getattr(place_module, name)
 
-    def fails_on_c(src_fd, src, dst_fd, dst):
-        if dst == "3":
-            raise PermissionError(13, "Permission denied", dst)
-        return real(src_fd, src, dst_fd, dst)
+        def fails_on_c(src_fd, src, dst_fd, dst, real=real):
+            if dst in ("c", "3"):
+                raise PermissionError(13, "Permission denied", dst)
+            return real(src_fd, src, dst_fd, dst)
 
-    monkeypatch.setattr(place_module, "rename_noreplace", fails_on_c)
+        monkeypatch.setattr(place_module, name, fails_on_c)
     with pytest.raises(ColabMagicError, match=r"Permission denied; nothing was staged"):
         colabmagic.stage(source, target, quiet=True)
     assert snapshot(target) == before
@@ -400,3 +401,52 @@ def test_concurrent_user_writes_in_other_folders_are_untouched(place):
         thread.join()
     assert result.files == 300
     assert all(path.read_bytes() == b"note %d" % i for i, path in enumerate(written))
+
+
+def test_a_staged_folder_swapped_whole_keeps_a_file_written_at_that_instant(place, monkeypatch):
+    """A re-stage swaps a folder that is exactly as staged in one rename; a file the
+    user writes into it just then is found in the swapped-out copy, and the folder is
+    put back and merged instead."""
+    from colabmagic.unpack import place as place_module
+
+    drive, target, _ = place
+    source = write_tar(drive / "sw.tar", {"sw/a.txt": b"one", "sw/deep/b.txt": b"b"})
+    colabmagic.stage(source, target, quiet=True)
+    write_tar(source, {"sw/a.txt": b"two!", "sw/deep/b.txt": b"b2"})
+    os.utime(source, (1, 1))
+    real = place_module.exchange
+    calls = []
+
+    def user_writes_first(src_fd, src, dst_fd, dst):
+        if not calls:
+            (target / "sw" / "deep" / "late.txt").write_bytes(b"written just now")
+        calls.append(dst)
+        return real(src_fd, src, dst_fd, dst)
+
+    monkeypatch.setattr(place_module, "exchange", user_writes_first)
+    result = colabmagic.stage(source, target, quiet=True)
+    assert result.action == "restaged" and len(calls) == 2  # swapped, then back
+    assert snapshot(target) == {
+        "sentinel.txt": b"mine",
+        "sw": "dir",
+        "sw/a.txt": b"two!",
+        "sw/deep": "dir",
+        "sw/deep/b.txt": b"b2",
+        "sw/deep/late.txt": b"written just now",
+    }
+
+
+def test_a_staged_folder_as_it_was_left_is_swapped_in_one_rename(place, monkeypatch):
+    from colabmagic.unpack import place as place_module
+
+    drive, target, _ = place
+    files = {f"big/{i:04d}.bin": bytes([i % 256]) * 10 for i in range(200)}
+    source = write_tar(drive / "big.tar", files)
+    colabmagic.stage(source, target, quiet=True)
+    os.utime(source, (1, 1))
+    renames = []
+    real = place_module.rename_noreplace
+    monkeypatch.setattr(place_module, "rename_noreplace", lambda *a: renames.append(a) or real(*a))
+    assert colabmagic.stage(source, target, quiet=True).action == "restaged"
+    assert renames == []  # one exchange, no file-by-file merge
+    assert {k: v for k, v in snapshot(target).items() if k.startswith("big/")} == files

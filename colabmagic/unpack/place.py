@@ -35,6 +35,7 @@ from ..errors import ColabMagicError
 from .members import shown
 
 RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_HOPS = 40  # links followed resolving one path, as Linux allows (ELOOP)
@@ -81,6 +82,20 @@ def rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
         os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         return
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+
+
+def exchange(src_fd: int, src: str, dst_fd: int, dst: str) -> bool:
+    """Swap SRC and DST in one step (renameat2 RENAME_EXCHANGE); False where the
+    kernel or file system cannot, and nothing was done."""
+    function = _libc_renameat2()
+    if not function:
+        return False
+    if function(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), dst)
 
 
 class Conflict(ColabMagicError):
@@ -163,6 +178,7 @@ class Transaction:
         # The work folder's paths: an undo leaves in place a folder the user has
         # written into since it was moved there (undoing it would take their file).
         self.expected: set[str] | None = None
+        self._made_dirs: set[Path] = set()
 
     def __enter__(self) -> Transaction:
         return self
@@ -199,7 +215,8 @@ class Transaction:
         if stat.S_ISDIR(mine.st_mode) and stat.S_ISDIR(there.st_mode):
             if "/" not in rel and not self.claims.may_merge_top(rel):
                 raise self._conflict(rel)
-            self._merge(work_fd, dest_fd, name, rel, there)
+            if not self._swap_whole(work_fd, dest_fd, name, rel, there):
+                self._merge(work_fd, dest_fd, name, rel, there)
             return
         if not self.claims.may_replace(rel, there):
             raise self._conflict(rel)
@@ -209,6 +226,34 @@ class Transaction:
         except FileExistsError:
             raise self._conflict(rel) from None  # made again between the two renames
         self._journal.append(("placed", rel, None))
+
+    def _swap_whole(self, work_fd: int, dest_fd: int, name: str, rel: str, there) -> bool:
+        """A folder that is exactly what the previous stage made (nothing added,
+        nothing changed) is swapped for the new one in one rename, instead of being
+        merged file by file.  The old one is checked again once it is out of the way:
+        if the user wrote into it meanwhile, it is swapped back and merged instead."""
+        if self.claims.ours.get(rel) != ["d", 0, 0] or not self._all_ours(self.dest, rel):
+            return False
+        if not exchange(work_fd, name, dest_fd, name):
+            return False
+        old = os.lstat(name, dir_fd=work_fd)
+        same = (old.st_dev, old.st_ino) == (there.st_dev, there.st_ino)
+        if not same or not self._all_ours(self.work, rel):
+            exchange(work_fd, name, dest_fd, name)  # put it back as it was, then merge
+            return False
+        self._journal.append(("exchanged", rel, None))  # the old one goes with WORK
+        return True
+
+    def _all_ours(self, base: Path, rel: str) -> bool:
+        """Whether every path under BASE/REL is exactly what the previous stage made."""
+        ours = self.claims.ours
+        for dirpath, dirnames, filenames in os.walk(base / rel):
+            prefix = os.path.relpath(dirpath, base)
+            for child in dirnames + filenames:
+                seen = ours.get(f"{prefix}/{child}")
+                if seen is None or seen != describe(os.lstat(os.path.join(dirpath, child))):
+                    return False
+        return True
 
     def _merge(self, work_fd: int, dest_fd: int, name: str, rel: str, there) -> None:
         sub_work = os.open(name, _DIR_FLAGS, dir_fd=work_fd)
@@ -258,7 +303,9 @@ class Transaction:
                 self._replaced = _fresh(base / self.stamp)
             folder = self._replaced
         path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(path.parent)
         return path
 
     def _conflict(self, rel: str) -> Conflict:
@@ -328,6 +375,10 @@ class Transaction:
                     if self._written_into(rel):
                         continue
                     os.rename(self.dest / rel, self.work / rel)
+                elif action == "exchanged":
+                    if self._written_into(rel):
+                        continue
+                    exchange(_AT_FDCWD, str(self.work / rel), _AT_FDCWD, str(self.dest / rel))
                 else:
                     assert aside is not None
                     if _lstat_path(self.dest / rel) is None:
