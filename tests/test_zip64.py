@@ -146,6 +146,19 @@ def test_a_stub_before_a_zip64_archive_shifts_every_offset(tmp_path):
     assert contents(tmp_path / "out") == EXPECTED
 
 
+def test_zip64_markers_in_the_end_record_without_a_zip64_end_record(tmp_path):
+    archive = tmp_path / "no-record.zip"
+    raw = build_zip(members_with({}), zip64_end=True)
+    record = raw.index(b"PK\x06\x06")
+    archive.write_bytes(raw[:record] + raw[raw.index(b"PK\x05\x06") :])
+    with pytest.raises(ColabMagicError) as caught:
+        colabmagic.stage(archive, tmp_path / "out", quiet=True)
+    assert str(caught.value) == (
+        "the zip end record leaves its directory's place to a zip64 end record, but there "
+        "is none before it (a corrupt archive)"
+    )
+
+
 def test_zip64_markers_without_an_extra_field_are_named(tmp_path):
     archive = tmp_path / "nox.zip"
     raw = bytearray(build_zip(members_with({"top/stored.bin": (OFFSET,)})))

@@ -74,6 +74,11 @@ def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
         zip64 = _zip64_end(pread, eocd_pos - _EOCD64_LOC.size, tail[loc:at], needed)
         if zip64 is not None:  # else the "locator" was a member name's bytes
             cd_end, count, cd_size, cd_offset = zip64
+    elif 0xFFFFFFFF in (cd_size, cd_offset):
+        raise Refused(
+            "the zip end record leaves its directory's place to a zip64 end record, "
+            "but there is none before it (a corrupt archive)"
+        )
     # Bytes before the archive (a self-extracting stub) shift every offset.
     shift = cd_end - cd_size - cd_offset
     if shift < 0 or cd_size > size:
