@@ -15,11 +15,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
 
 import colabmagic
 from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
+from tests.builders import SHARED, write_tar, write_zip
 
 inplace = importlib.import_module("colabmagic.inplace")
 index_module = importlib.import_module("colabmagic.inplace.index")
@@ -54,19 +54,11 @@ def sample_files(n: int = 300, seed: int = 7) -> dict[str, bytes]:
     return files
 
 
-def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+def write_mixed_zip(path: Path, files: dict[str, bytes]) -> Path:
+    """A zip whose members are stored and deflated by turns."""
     with zipfile.ZipFile(path, "w") as z:
         for i, (name, data) in enumerate(files.items()):
             z.writestr(name, data, zipfile.ZIP_DEFLATED if i % 2 else zipfile.ZIP_STORED)
-    return path
-
-
-def write_tar(path: Path, files: dict[str, bytes], mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
     return path
 
 
@@ -76,7 +68,7 @@ def write_tar(path: Path, files: dict[str, bytes], mode: str = "w") -> Path:
 @pytest.mark.parametrize("kind", ["zip", "tar"])
 def test_members_read_by_name_as_written(tmp_path, kind):
     files = sample_files()
-    path = (write_zip if kind == "zip" else write_tar)(tmp_path / f"a.{kind}", files)
+    path = (write_mixed_zip if kind == "zip" else write_tar)(tmp_path / f"a.{kind}", files)
     with colabmagic.open_archive(path) as a:
         assert a.kind == kind and not a.cached  # local: no block cache
         assert len(a) == len(files)
@@ -241,7 +233,7 @@ def test_index_is_arrays_and_one_blob_not_an_object_per_member(tmp_path):
 
 def test_dataset_selects_by_suffix_and_pickles_without_open_files(tmp_path):
     files = sample_files()
-    path = write_zip(tmp_path / "a.zip", files)
+    path = write_mixed_zip(tmp_path / "a.zip", files)
     ds = colabmagic.ArchiveDataset(path, suffixes=(".jpg", ".txt"))
     wanted = [n for n in files if n.endswith((".jpg", ".txt"))]
     assert len(ds) == len(wanted) and ds.names() == wanted
@@ -273,7 +265,7 @@ def test_dataset_read_in_worker_processes(tmp_path, method):
 def test_torch_dataloader_with_two_workers(tmp_path):
     torch_data = pytest.importorskip("torch.utils.data")
     files = sample_files(64)
-    ds = colabmagic.ArchiveDataset(write_zip(tmp_path / "a.zip", files), suffixes=".jpg")
+    ds = colabmagic.ArchiveDataset(write_mixed_zip(tmp_path / "a.zip", files), suffixes=".jpg")
     loader = torch_data.DataLoader(ds, batch_size=None, num_workers=2, shuffle=True)
     got = dict(loader)
     assert got == {n: d for n, d in files.items() if n.endswith(".jpg")}
@@ -285,7 +277,7 @@ def test_torch_dataloader_with_two_workers(tmp_path):
 def test_drive_path_read_through_the_block_cache(drive_root, cache, monkeypatch):
     monkeypatch.setattr(blockcache, "BLOCK", 64 << 10)
     files = sample_files(400)
-    write_zip(drive_root / "MyDrive" / "train.zip", files)
+    write_mixed_zip(drive_root / "MyDrive" / "train.zip", files)
     a = colabmagic.open_archive("My Drive/train.zip")
     assert a.cached
     assert {n: a.read(n) for n in random.Random(3).sample(list(files), len(files))} == files
@@ -362,7 +354,7 @@ def test_drive_drop_outs_are_retried(fake_drive, monkeypatch):
     monkeypatch.setattr(blockcache, "BLOCK", 256 << 10)
     rng = random.Random(11)
     files = {f"x/{i:03d}.bin": rng.randbytes(20_000) for i in range(100)}  # 2 MB
-    write_zip(src / "MyDrive" / "drops.zip", files)
+    write_mixed_zip(src / "MyDrive" / "drops.zip", files)
     drive.use_root(root)
     try:
         fakedrive.configure(root, fail_after=700_000, fail_errno="ENOTCONN")
