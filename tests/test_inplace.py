@@ -308,6 +308,17 @@ def test_block_cache_stays_under_its_bound(drive_root, cache, monkeypatch):
     assert os.stat(data).st_blocks * 512 <= 5 * (16 << 10)  # holes punched, not just unmarked
 
 
+def test_drive_read_directly_when_the_cache_folder_is_unusable(drive_root, tmp_path):
+    files = sample_files(30)
+    write_mixed_zip(drive_root / "MyDrive" / "train.zip", files)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_bytes(b"")  # nothing can be made under a file
+    a = colabmagic.open_archive("My Drive/train.zip", cache_dir=blocked)
+    assert not a.cached and a.warnings and "no block cache" in a.warnings[0]
+    assert {n: a.read(n) for n in files} == files
+    assert isinstance(a._reader, source_module.SourceFile)  # Drive's retry policy still
+
+
 def _read_all(path: str, names: list[str]) -> tuple[int, list[int]]:
     a = colabmagic.open_archive(path)
     sums = [sum(a.read(n)) for n in names]

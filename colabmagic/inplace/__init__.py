@@ -122,7 +122,9 @@ class Archive:
         self._options = {"cache": cache, "cache_bytes": cache_bytes,
                          "cache_dir": cache_dir, "retries": retries}  # fmt: skip
         self._cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.cached = _on_drive(self.path) if cache is None else cache
+        self.on_drive = _on_drive(self.path)
+        self.cached = self.on_drive if cache is None else cache
+        self.warnings: list[str] = []
         st = os.stat(self.path)
         self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
         self._reader = None
@@ -143,7 +145,7 @@ class Archive:
             except OSError:
                 pass  # no cache: the next open builds the index again
         self.kind = self.index.kind
-        self.warnings = list(self.index.warnings)
+        self.warnings += self.index.warnings
 
     # ------------------------------------------------------------------ processes
 
@@ -152,17 +154,25 @@ class Archive:
 
         if self._reader is not None and self._fork == forks():
             return self._reader
+        retries = self._options["retries"]
+        self._reader = None
         if self.cached:
             from .blockcache import BlockCache
 
-            self._reader = BlockCache(
-                self.path,
-                self._cache_dir,
-                limit=self._options["cache_bytes"],
-                retries=self._options["retries"],
+            try:
+                self._reader = BlockCache(
+                    self.path, self._cache_dir, limit=self._options["cache_bytes"], retries=retries
+                )
+            except OSError as error:  # a read-only or full cache folder: read Drive itself
+                self.cached = False
+                self.warnings.append(f"no block cache in {self._cache_dir}: {error}")
+        if self._reader is None:
+            from ..source import SourceFile
+
+            # Drive without the cache still gets the retry policy; local disk needs none.
+            self._reader = (
+                SourceFile(self.path, retries=retries) if self.on_drive else _LocalFile(self.path)
             )
-        else:
-            self._reader = _LocalFile(self.path)
         if (self._reader.size) != self.size:
             raise ColabMagicError(f'"{self.path}" changed since it was opened; open it again')
         self._fork = forks()
