@@ -450,3 +450,42 @@ def test_a_staged_folder_as_it_was_left_is_swapped_in_one_rename(place, monkeypa
     assert colabmagic.stage(source, target, quiet=True).action == "restaged"
     assert renames == []  # one exchange, no file-by-file merge
     assert {k: v for k, v in snapshot(target).items() if k.startswith("big/")} == files
+
+
+def test_without_renameat2_the_same_promises_hold(place, monkeypatch):
+    """Where the kernel or file system has no renameat2 (old kernels, some FUSE file
+    systems), files move by link + unlink and folders after a check, and swaps are
+    merges: the user's entry made at the move is still never replaced."""
+    from colabmagic.unpack import place as place_module
+
+    monkeypatch.setattr(place_module, "_renameat2", False)
+    drive, target, _ = place
+    source = write_tar(drive / "fb.tar", {"fb/a.txt": b"one", "fb/b.txt": b"b", "l": "->fb"})
+    colabmagic.stage(source, target, quiet=True)
+    (target / "fb" / "mine.txt").write_bytes(b"mine")
+    write_tar(source, {"fb/a.txt": b"two!", "fb/b.txt": b"b2", "l": "->fb"})
+    os.utime(source, (1, 1))
+    real = place_module.rename_noreplace
+
+    def user_writes_first(src_fd, src, dst_fd, dst):
+        if dst == "b.txt":
+            (target / "fb" / "b.txt").write_bytes(b"the user's b")
+        return real(src_fd, src, dst_fd, dst)
+
+    monkeypatch.setattr(place_module, "rename_noreplace", user_writes_first)
+    with pytest.raises(ColabMagicError, match=r"b\.txt\" already exists"):
+        colabmagic.stage(source, target, quiet=True)
+    assert (target / "fb" / "b.txt").read_bytes() == b"the user's b"
+    assert (target / "fb" / "a.txt").read_bytes() == b"one"  # undone
+    monkeypatch.setattr(place_module, "rename_noreplace", real)
+    (target / "fb" / "b.txt").unlink()
+    result = colabmagic.stage(source, target, quiet=True)
+    assert result.action == "restaged"
+    assert snapshot(target) == {
+        "sentinel.txt": b"mine",
+        "fb": "dir",
+        "fb/a.txt": b"two!",
+        "fb/b.txt": b"b2",
+        "fb/mine.txt": b"mine",
+        "l": "link:fb",
+    }
