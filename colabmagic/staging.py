@@ -183,9 +183,13 @@ class _locked:
     stage: a stage into DIR and one into DIR/sub (which touch the same entries) never
     run at once, while stages into unrelated folders, or two sibling folders, do.
 
-    The locks are files in one folder per user in the temporary directory, keyed by
-    the real path, so that every ancestor has one without a ``.colabmagic`` folder
-    being made in it; ``DIR/.colabmagic/lock`` is locked too, as it always was.
+    The locks are LOCK_SLOTS files in one folder per user in the temporary
+    directory, a folder's slot chosen by a hash of its real path, so that every
+    ancestor has a lock without a ``.colabmagic`` folder being made in it, and the
+    files stay few however many folders are staged into.  Two folders that share a
+    slot only make two stages wait for each other.  Slots are taken in order (one
+    order for every process: no deadlock), exclusively where DIR's own slot is.
+    ``DIR/.colabmagic/lock`` is locked too, as it always was.
     """
 
     def __init__(self, dest: Path) -> None:
@@ -193,14 +197,13 @@ class _locked:
         self.state = dest / STATE_DIR
         self.files: list = []
 
-    def _lock_file(self, path: Path):
+    def _lock_file(self, slot: int):
         import tempfile
 
         folder = Path(tempfile.gettempdir()) / f"colabmagic-locks-{os.getuid()}"
         folder.mkdir(mode=0o700, exist_ok=True)
-        key = hashlib.sha1(os.fsencode(path)).hexdigest()[:20]
         # A file object, not a raw descriptor: see fsio.create_file.
-        return open(folder / f"{key}.lock", "ab", buffering=0)  # noqa: SIM115
+        return open(folder / f"slot-{slot:03d}.lock", "ab", buffering=0)  # noqa: SIM115
 
     def _take(self, file, exclusive: bool, owner: Path) -> None:
         self.files.append(file)
@@ -218,9 +221,13 @@ class _locked:
     def __enter__(self) -> None:
         try:
             real = Path(os.path.realpath(self.dest))
-            for ancestor in reversed(real.parents):  # from / down: one order for all
-                self._take(self._lock_file(ancestor), False, ancestor)
-            self._take(self._lock_file(real), True, self.dest)
+            wanted: dict[int, tuple[bool, Path]] = {}
+            for ancestor in real.parents:
+                wanted.setdefault(_slot(ancestor), (False, ancestor))
+            wanted[_slot(real)] = (True, self.dest)
+            for slot in sorted(wanted):
+                exclusive, owner = wanted[slot]
+                self._take(self._lock_file(slot), exclusive, owner)
             self.state.mkdir(exist_ok=True)
             self._take(open(self.state / "lock", "ab", buffering=0), True, self.dest)  # noqa: SIM115
             _clear_leftovers(self.state)
@@ -234,6 +241,13 @@ class _locked:
         for file in reversed(self.files):
             file.close()  # closing releases the flock
         self.files = []
+
+
+LOCK_SLOTS = 256
+
+
+def _slot(path: Path) -> int:
+    return int.from_bytes(hashlib.sha1(os.fsencode(path)).digest()[:4], "big") % LOCK_SLOTS
 
 
 def _try_lock(fd: int, exclusive: bool = True) -> bool:
