@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-# Builders live in tests/builders.py (`from tests.builders import ...`); these names
-# are re-exported only for the test files that still import them from here.
-from tests.builders import SHARED, contents, tree  # noqa: F401
-
 
 @pytest.fixture
 def drive_root(tmp_path, monkeypatch):

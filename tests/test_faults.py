@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import contents
 from IPython.core.error import UsageError
 
 import colabmagic
 from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
+from tests.builders import contents
 
 stage_module = importlib.import_module("colabmagic.staging")
 unpack_stream = importlib.import_module("colabmagic.unpack.stream")

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, contents, tree
 from IPython.core.error import UsageError
 
 import colabmagic
 from colabmagic.cli import main as cli
 from colabmagic.errors import ColabMagicError
+from tests.builders import SHARED, contents, tree
 
 CORPUS = SHARED / "hostile-archives"
 ROWS = (

@@ -12,13 +12,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import contents
 from IPython.core.error import UsageError
-from test_zip64 import build_zip
 
 import colabmagic
 from colabmagic.errors import ColabMagicError
 from colabmagic.unpack.stream import Stream
+from tests.builders import contents
+from tests.test_zip64 import build_zip
 
 FILES = {f"set/part-{i}.txt": f"member {i}\n".encode() * (i + 1) for i in range(10)}
 

@@ -12,11 +12,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import tree
 from IPython.core.error import UsageError
 
 import colabmagic
 from colabmagic.cli import main as cli
+from tests.builders import tree
 
 
 def sample_files(n: int = 60, seed: int = 1) -> dict[str, bytes]:

@@ -13,11 +13,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colabmagic.unpack.tar import _fast_tarinfo
+from tests.builders import SHARED
 
 CORPUS = SHARED / "hostile-archives"
 ENCODING, ERRORS = "utf-8", "surrogateescape"  # what TarFile uses here

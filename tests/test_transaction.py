@@ -18,11 +18,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import contents
 
 import colabmagic
 from colabmagic.cli import main as cli
 from colabmagic.errors import ColabMagicError
+from tests.builders import contents
 
 
 def write_tar(path: Path, entries: dict[str, bytes | str | None]) -> Path:

@@ -14,10 +14,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import contents
 
 import colabmagic
 from colabmagic.errors import ColabMagicError
+from tests.builders import contents
 
 FULL = 0xFFFFFFFF
 USIZE, CSIZE, OFFSET = "usize", "csize", "offset"
