@@ -32,6 +32,7 @@ import mmap
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 from ..source import SourceFile
@@ -181,7 +182,7 @@ class BlockCache:
             if marks[2 * b] and marks[2 * b + 1] == generation:
                 return data  # not evicted while it was read
         with self._lock(b):
-            fcntl.lockf(self._map, fcntl.LOCK_EX, 2, 2 * b)
+            _wait_lock(self._map, 2, 2 * b)
             try:
                 if marks[2 * b]:  # another thread or process fetched it meanwhile
                     return os.pread(self._data, hi - lo, lo)
@@ -210,7 +211,7 @@ class BlockCache:
         # threads and processes (the lock on the map byte past the last block), or
         # two of them could each take the last free place.
         with self._room:
-            fcntl.lockf(self._map, fcntl.LOCK_EX, 1, 2 * self.blocks)
+            _wait_lock(self._map, 1, 2 * self.blocks)
             try:
                 if self._make_room(b) and os.pwrite(self._data, data, start) == want:
                     self._marks[2 * b] = 1  # data first, then the mark (MAP_SHARED)
@@ -352,6 +353,25 @@ class BlockCache:
 _FALLOC_FL_KEEP_SIZE = 1
 _FALLOC_FL_PUNCH_HOLE = 2
 _fallocate = None
+
+
+def _wait_lock(fd: int, length: int, start: int) -> None:
+    """Take the record lock on LENGTH bytes at START, waiting for it.
+
+    The kernel's deadlock check sees a process, not its threads: while one thread of
+    process A holds a block and waits for the room lock, and a thread of process B
+    that holds the room lock is about to release it, a second thread of B waiting for
+    A's block makes a cycle on paper, and the wait fails with EDEADLK.  It is not a
+    real deadlock (B's first thread goes on), so wait a moment and ask again.
+    """
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, length, start)
+            return
+        except OSError as error:
+            if error.errno != errno.EDEADLK:
+                raise
+            time.sleep(0.001)
 
 
 def _punch(fd: int, offset: int, length: int) -> bool:
