@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import stat
 import tarfile
 import zipfile
@@ -260,3 +261,10 @@ def unfinished(target: Path) -> list[str]:
     if not state.is_dir():
         return []
     return sorted(n for n in os.listdir(state) if n.startswith(("tmp-", "trash-")))
+
+
+def sigint_in_child() -> None:
+    """A subprocess `preexec_fn`: SIGINT at its default, so that the Python started
+    there installs its KeyboardInterrupt handler even if this run ignores SIGINT
+    (as it does under `nohup ... &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 
@@ -44,3 +46,12 @@ def ip(drive_root):
     shell.run_line_magic("unload_ext", "colabmagic")
     # %config writes into the shell's config, which outlives this test's instance.
     shell.config.pop("ColabMagic", None)
+
+
+@pytest.fixture
+def sigint():
+    """Ctrl-C as a terminal or Jupyter delivers it (KeyboardInterrupt in the main
+    thread), whatever this run inherited: under `nohup ... &` SIGINT arrives ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -416,7 +416,7 @@ def test_over_the_simulated_drive_resume_waits_out_a_failing_drive(tmp_path, wor
 
 
 @pytest.mark.skipif(_no_fake is not None, reason=f"simulated Drive: {_no_fake}")
-def test_ctrl_c_during_an_upload_leaves_nothing_that_looks_complete(tmp_path, workdir):
+def test_ctrl_c_during_an_upload_leaves_nothing_that_looks_complete(tmp_path, workdir, sigint):
     import signal
     import threading
 

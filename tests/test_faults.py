@@ -34,7 +34,7 @@ from IPython.core.error import UsageError
 import colabmagic
 from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
-from tests.builders import contents
+from tests.builders import contents, sigint_in_child
 
 stage_module = importlib.import_module("colabmagic.staging")
 unpack_stream = importlib.import_module("colabmagic.unpack.stream")
@@ -443,7 +443,10 @@ def test_sigint_to_the_cli_on_a_slow_drive(faults, tmp_path):
     target = user_folder(tmp_path / "target")
     command = [sys.executable, "-m", "colabmagic", "stage", str(root / "slow.tar.gz")]
     proc = subprocess.Popen(
-        [*command, "--to", str(target), "--quiet"], stderr=subprocess.PIPE, text=True
+        [*command, "--to", str(target), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_in_child,
     )
     try:
         wait_for(lambda: any(target.glob(".colabmagic/tmp-*/set/*/*")), proc)
