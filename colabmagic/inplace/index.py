@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import ColabMagicError
 from ..unpack.members import Plan, Refused, shown
+from ..unpack.stream import MAX_HEADER_READ  # a pax body is read whole: the same bound
 
 VERSION = 1
 _MAGIC = b"colabmagic-index\n"
@@ -249,8 +250,6 @@ def _same_name(local: bytes, name: bytes, method: int) -> bool:
 
 
 # --------------------------------------------------------------------------- tar
-
-MAX_HEADER_READ = 16 << 20  # as unpack.stream: a pax body is read whole, so bound it
 
 
 class PreadFile:
