@@ -34,7 +34,7 @@ from IPython.core.error import UsageError
 import colabmagic
 from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
-from tests.builders import contents, sigint_in_child
+from tests.builders import as_contents, contents, sigint_in_child
 
 stage_module = importlib.import_module("colabmagic.staging")
 unpack_stream = importlib.import_module("colabmagic.unpack.stream")
@@ -82,15 +82,9 @@ def user_folder(path: Path) -> Path:
     return path
 
 
-def expected(files: dict[str, bytes]) -> dict[str, bytes | str]:
+def expected(files: dict[str, bytes]) -> dict[str, object]:
     """What `contents` shows once FILES are staged next to the sentinel."""
-    want: dict[str, bytes | str] = {"sentinel.txt": b"the user's own work"}
-    for name, data in files.items():
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            want["/".join(parts[:i])] = "dir"
-        want[name] = data
-    return want
+    return as_contents(files, **{"sentinel.txt": b"the user's own work"})
 
 
 def as_it_was(folder: Path) -> None:

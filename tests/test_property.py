@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import colabmagic
 from colabmagic.errors import ColabMagicError
+from tests.builders import snapshot
 
 EXAMPLES = 500
 BOX = "\x00BOX\x00"  # stands for the absolute path of the box around the target
@@ -390,30 +391,6 @@ def verdict(spec: Spec, entries: list[Entry]) -> str:
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def snapshot(top: Path, skip: Path | None = None) -> dict[str, tuple]:
-    """Everything under TOP (but SKIP): kind, mode, size, mtime and bytes or link target.
-    Iterative, so that a 2,000-deep tree cannot break it."""
-    found: dict[str, tuple] = {}
-    pending = [top]
-    while pending:
-        folder = pending.pop()
-        for item in os.scandir(folder):
-            path = Path(item.path)
-            if skip is not None and path == skip:
-                continue
-            st_ = item.stat(follow_symlinks=False)
-            rel = os.fsencode(path.relative_to(top))
-            if item.is_symlink():
-                found[rel] = ("link", os.readlink(path))
-            elif item.is_dir(follow_symlinks=False):
-                found[rel] = ("dir", st_.st_mode, st_.st_mtime_ns)
-                pending.append(path)
-            else:
-                content = path.read_bytes() if st_.st_size < 1 << 20 else b"?"
-                found[rel] = ("file", st_.st_mode, st_.st_mtime_ns, content)
-    return found
 
 
 def check_staged(target: Path, entries: list[Entry], zip_fmt: bool, box: str) -> None:
