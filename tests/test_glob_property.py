@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 import colabmagic
 from colabmagic.errors import ColabMagicError
+from tests.builders import contents
 
 DEPTH = 10  # DIR sits this deep in the snapshot box: more than any chain can climb
 PARTS = ["a", "b", "s", "d1", "d2", "ulink", "uin", "notes.txt"]
@@ -114,20 +115,8 @@ def build(path: Path, kind: str, members: list[tuple[str, str, object]]) -> None
 
 
 def snapshot(folder: Path, *, skip: Path | None = None) -> dict[str, object]:
-    found: dict[str, object] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        if skip is not None:
-            dirnames[:] = [d for d in dirnames if Path(dirpath) / d != skip]
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[rel] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                found[rel] = "dir"
-            else:
-                found[rel] = path.read_bytes()
-    return found
+    """Everything under FOLDER but SKIP, colabmagic's state included."""
+    return contents(folder, skip=skip, state=True)
 
 
 def user_tree(target: Path, outside: Path) -> dict[str, object]:
