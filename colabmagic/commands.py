@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import source
+from . import ranged, source
 from .errors import ColabMagicError
 
 Arg = tuple[tuple[str, ...], dict[str, Any]]
@@ -70,6 +70,17 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
             (
                 ("--allow-ratio",),
                 {"action": "store_true", "help": "unpack even if it expands over 1000:1"},
+            ),
+            (
+                ("--streams",),
+                {
+                    "type": int,
+                    "default": None,
+                    "metavar": "N",
+                    "help": f"ranged reads of one archive at once, 1 to {ranged.MAX_STREAMS} "
+                    f"(default: {ranged.DEFAULT} for {ranged.THRESHOLD >> 20} MiB or more "
+                    "on a FUSE mount such as Drive, else 1)",
+                },
             ),
             WORKERS,
             QUIET,

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import drive, fsio, interrupts
+from . import drive, fsio, interrupts, ranged
 from .errors import ColabMagicError
 from .results import StageResult, size
 from .source import WORKERS, Prefetch, SourceFile
@@ -62,16 +62,19 @@ def stage(
     retries: int | None = None,
     format: str = "auto",
     allow_ratio: bool = False,
+    streams: int | None = None,
 ) -> StageResult:
     """Bring SRC from Drive to local disk once; a StageResult says what was done.
 
     SRC is an archive (unpacked into TO, default the working directory), a folder
     (copied to TO/<name>), a file (copied) or a glob (each match).  Nothing in TO is
     replaced unless it was staged from the same source, or ``force`` is set.
-    RETRIES is the count of Drive retries (None: the count in force).
+    RETRIES is the count of Drive retries (None: the count in force).  STREAMS is how
+    many ranged readers read one archive at once (None: `ranged.chosen` decides).
     """
     text = os.fspath(src)
     workers = valid_workers(workers)  # the one --workers check, as every twin does
+    streams = ranged.valid(streams)
     if format not in FORMATS:
         raise ColabMagicError(f"--format must be one of {', '.join(FORMATS)}")
     if sha256 is not None and not _is_sha256(sha256):
@@ -81,7 +84,9 @@ def stage(
         raise ColabMagicError("--sha256 checks a single source, not a glob")
     dest = _target(to)
     retries = retries_in_force(retries)
-    options = _Options(force, keep_archive, sha256, workers, quiet, retries, format, allow_ratio)
+    options = _Options(
+        force, keep_archive, sha256, workers, quiet, retries, format, allow_ratio, streams
+    )
     # A glob is one unit: its matches (WebDataset shards, say) may share a top-level
     # folder, so they are unpacked into one work folder and moved into place together.
     label = Path(os.path.abspath(drive.to_path(text))) if glob.has_magic(text) else sources[0]
@@ -115,6 +120,7 @@ class _Options:
     retries: int
     format: str
     allow_ratio: bool
+    streams: int | None = None
 
 
 @dataclass
@@ -639,11 +645,17 @@ def _unpack(
             plan.add(unpack.Member(source.name, "file"))
             _preflight(work, reader.size)  # the copy is written from the first chunk on
             keep = cleanup.enter_context(fsio.create_file(work / source.name))
+        streams = ranged.chosen(options.streams, reader)
+        parallel = None
+        if streams > 1 and reader.size > ranged.SEGMENT:
+            # N ranged readers, handed on in order: the unpacker still sees one stream.
+            parallel = cleanup.enter_context(ranged.Ranged(reader, streams))
+        arriving = iter(parallel) if parallel is not None else reader.chunks()
 
         def raw_chunks():
             # Runs in the reader thread: hashing (and the optional copy) overlap with
             # unpacking in the caller, and hashlib releases the GIL on large chunks.
-            for chunk in reader.chunks():
+            for chunk in arriving:
                 digest.update(chunk)
                 if keep is not None:
                     fsio.write_all(keep, chunk)
@@ -654,6 +666,10 @@ def _unpack(
         # Reading starts now: the zip index below is read and vetted while the first
         # chunks arrive, instead of before.
         chunks = cleanup.enter_context(Prefetch(raw_chunks()))
+        if parallel is not None:
+            # Runs before Prefetch.close joins its thread, which may be waiting on a
+            # segment: stopped, the ranged readers let it go at once.
+            cleanup.callback(parallel.stop)
         if kind == "zip":
             tail = reader.twin()  # its own descriptor, the same version of the file
             try:
