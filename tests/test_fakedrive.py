@@ -167,7 +167,13 @@ def test_profiles_are_the_documented_numbers() -> None:
         100e6,
         16,
     )
-    assert set(fakedrive.PROFILES) == {"colab", "bench", "fast", "none"}
+    multi = fakedrive.PROFILES["multistream"]
+    assert (multi.open_latency, multi.warm_latency, multi.list_latency) == (0.020, 0.001, 0.050)
+    assert (multi.bandwidth, multi.per_stream, multi.inflight) == (100e6, 25e6, 16)
+    assert "25 MB/s per stream" in str(multi)
+    # Only multistream caps a stream on its own: the others behave as they always did.
+    others = {name: p.per_stream for name, p in fakedrive.PROFILES.items() if name != "multistream"}
+    assert others == dict.fromkeys(("colab", "bench", "fast", "none"), float("inf"))
     with pytest.raises(AttributeError):
         colab.open_latency = 1.0  # type: ignore[misc]
 
@@ -316,6 +322,8 @@ def test_configure_checks_its_arguments(root: Path, tmp_path: Path) -> None:
         fakedrive.configure(root, fail_rate=1.5)
     with pytest.raises(ValueError):
         fakedrive.configure(root, profile="dialup")
+    with pytest.raises(ValueError, match="per_stream"):
+        fakedrive.configure(root, per_stream=0)
     with pytest.raises(fakedrive.FakeDriveError, match="not a fake Drive"):
         fakedrive.configure(tmp_path, fail_rate=1.0)
     with pytest.raises(fakedrive.FakeDriveError, match="not a fake Drive"):
@@ -393,6 +401,79 @@ def test_bandwidth_is_one_cap_for_all_threads_and_writes(root: Path) -> None:
     wrote = _elapsed(lambda: (root / "written.bin").write_bytes(data))
     print(f"bandwidth 40 MB/s, writing 4 MB: {4 * MB / wrote / MB:.1f} MB/s")
     assert wrote >= 0.1
+
+
+def _read_ranges(root: Path, name: str, ranges: list[tuple[int, int]]) -> tuple[int, float, float]:
+    """Read each (offset, length) of ROOT/NAME through its own open file, all at once.
+
+    Returns the bytes the readers got, the seconds it took, and the rate the link
+    carried: the server's count of bytes served, since the kernel reads ahead past
+    the end of a range and that costs link time too. Every file is opened before the
+    clock starts: an open drops the file's cached pages and waits for the reads in
+    flight of the other opens, which would show as a slow start, not a slow stream.
+    """
+    fds = [os.open(root / name, os.O_RDONLY) for _ in ranges]
+    got = [0] * len(ranges)
+
+    def read(i: int) -> None:
+        offset, length = ranges[i]
+        while got[i] < length:
+            block = os.pread(fds[i], min(1 << 20, length - got[i]), offset + got[i])
+            if not block:
+                break
+            got[i] += len(block)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(ranges))]
+    try:
+        served = fakedrive.status(root)["bytes_read"]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.perf_counter() - start
+        served = fakedrive.status(root)["bytes_read"] - served
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert served >= sum(got)
+    return sum(got), took, served / took
+
+
+def test_per_stream_cap_holds_one_reader(root: Path) -> None:
+    fakedrive.configure(
+        root, per_stream=4e6, bandwidth=float("inf"), open_latency=0.0, warm_latency=0.0
+    )
+    assert fakedrive.status(root)["settings"]["per_stream"] == 4e6
+    got, took, rate = _read_ranges(root, "eight.bin", [(0, 2 * MB)])
+    print(f"\nper stream 4 MB/s, one reader: {rate / MB:.2f} MB/s ({rate / 4e6 - 1:+.1%})")
+    assert got == 2 * MB
+    assert took >= 0.5  # 2 MB can never pass one 4 MB/s stream faster
+    assert rate == pytest.approx(4e6, rel=0.15)
+
+
+def test_per_stream_cap_lets_four_ranges_go_four_times_as_fast(root: Path) -> None:
+    quarters = [(i * 2 * MB, 2 * MB) for i in range(4)]
+    fakedrive.configure(root, per_stream=4e6, bandwidth=100e6, open_latency=0.0, warm_latency=0.0)
+    got, took, four = _read_ranges(root, "eight.bin", quarters)
+    # The shared cap still binds the sum: 4 streams of 4 MB/s on a 10 MB/s link.
+    fakedrive.configure(root, bandwidth=10e6)
+    shared_got, shared_took, shared = _read_ranges(root, "eight.bin", quarters)
+    print(f"\nper stream 4 MB/s, four ranges: {four / MB:.2f} MB/s (model 16),", end="")
+    print(f" on a 10 MB/s link {shared / MB:.2f} MB/s (model 10)")
+    assert got == shared_got == 8 * MB
+    assert took >= 0.5 and shared_took >= 0.8
+    assert four == pytest.approx(16e6, rel=0.15)
+    assert shared == pytest.approx(10e6, rel=0.15)
+
+
+def test_per_stream_off_leaves_one_reader_the_whole_link(root: Path) -> None:
+    fakedrive.configure(root, bandwidth=16e6, open_latency=0.0, warm_latency=0.0)
+    assert fakedrive.status(root)["settings"]["per_stream"] == float("inf")
+    got, took, rate = _read_ranges(root, "eight.bin", [(0, 4 * MB)])
+    print(f"\nno per-stream cap, 16 MB/s link, one reader: {rate / MB:.2f} MB/s")
+    assert got == 4 * MB and took >= 0.25
+    assert rate == pytest.approx(16e6, rel=0.15)
 
 
 def test_inflight_caps_concurrent_opens(root: Path) -> None:
@@ -572,7 +653,8 @@ def test_cli_mounts_and_unmounts_on_sigterm(src: Path, tmp_path: Path) -> None:
     where = tmp_path / "cli"
     cmd = [sys.executable, "-m", "colabmagic.fakedrive", str(src), str(where), "--profile", "fast"]
     proc = subprocess.Popen(
-        [*cmd, "--open-latency", "100ms", "--bandwidth", "1GB/s", "--foreground"],
+        [*cmd, "--open-latency", "100ms", "--bandwidth", "1GB/s", "--per-stream", "500MB/s"]
+        + ["--foreground"],
         env=_cli_env(),
         stderr=subprocess.PIPE,
         text=True,
@@ -581,6 +663,7 @@ def test_cli_mounts_and_unmounts_on_sigterm(src: Path, tmp_path: Path) -> None:
         assert _wait_for(lambda: os.path.ismount(where) or proc.poll() is not None)
         assert os.path.ismount(where), proc.stderr.read() if proc.stderr else ""
         assert fakedrive.status(where)["settings"]["open_latency"] == 0.1
+        assert fakedrive.status(where)["settings"]["per_stream"] == 500e6
         assert (where / "one").read_bytes() == b"x"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

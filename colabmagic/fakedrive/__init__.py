@@ -8,6 +8,9 @@ The model, per request that reaches the mount:
 - **listing** a folder waits ``list_latency`` per 1,000 entries, once per listing.
 - **reads and writes** share one link of ``bandwidth`` bytes/s: each transfer books the
   next free slot on it, so the cap holds across all threads and files.
+- each **stream** (one open file handle: two opens of one file are two streams) may
+  also be held to ``per_stream`` bytes/s of its own, within the shared link; off
+  (``math.inf``) except in the ``multistream`` profile, where ranged readers pay.
 - at most ``inflight`` opens, reads and writes are served at once; more wait their turn
   (the latency and the transfer time are spent holding a slot).
 - everything else (create, mkdir, rename, unlink, rmdir, truncate, utimens, chmod,

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bandwidth", type=_arg(parse_bandwidth), metavar="RATE", help="e.g. 50MB/s, 50e6, inf"
     )
     parser.add_argument(
+        "--per-stream",
+        type=_arg(parse_bandwidth),
+        metavar="RATE",
+        help="cap for each open file on its own, e.g. 25MB/s (default: inf, none)",
+    )
+    parser.add_argument(
         "--inflight", type=int, metavar="N", help="requests served at once (0: no cap)"
     )
     parser.add_argument(
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "list_latency",
             "bandwidth",
             "inflight",
+            "per_stream",
             "fail_after",
             "fail_errno",
             "fail_path",

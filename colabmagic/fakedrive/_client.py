@@ -140,6 +140,7 @@ def start(
     list_latency: float | None = None,
     bandwidth: float | None = None,
     inflight: int | None = None,
+    per_stream: float | None = None,
     fail_after: int | None = None,
     fail_errno: str | int = "EIO",
     fail_path: str | None = None,
@@ -151,8 +152,8 @@ def start(
     """Mount SRC as a simulated Drive and return once it is really up.
 
     The server runs in a subprocess. ``mountpoint`` defaults to a fresh temporary
-    folder (removed again by ``stop()``). A ``None`` latency/bandwidth/inflight takes
-    the profile's value.
+    folder (removed again by ``stop()``). A ``None`` latency/bandwidth/inflight/per_stream
+    takes the profile's value.
     """
     reason = available()
     if reason:
@@ -166,6 +167,7 @@ def start(
             "list_latency": list_latency,
             "bandwidth": bandwidth,
             "inflight": inflight,
+            "per_stream": per_stream,
             "fail_after": fail_after,
             "fail_errno": fail_errno,
             "fail_path": fail_path,
@@ -240,6 +242,7 @@ def mount(
     list_latency: float | None = None,
     bandwidth: float | None = None,
     inflight: int | None = None,
+    per_stream: float | None = None,
     fail_after: int | None = None,
     fail_errno: str | int = "EIO",
     fail_path: str | None = None,
@@ -260,6 +263,7 @@ def mount(
         list_latency=list_latency,
         bandwidth=bandwidth,
         inflight=inflight,
+        per_stream=per_stream,
         fail_after=fail_after,
         fail_errno=fail_errno,
         fail_path=fail_path,
@@ -282,7 +286,7 @@ def configure(root: str | os.PathLike[str], **changes: Any) -> None:
     """Change settings of a running fake Drive; takes effect for the next request.
 
     Takes the keyword arguments of ``mount()`` and ``profile``. A ``None`` latency,
-    bandwidth or inflight reverts to the profile's value, a ``None`` fault setting
+    bandwidth, inflight or per_stream reverts to the profile's value, a ``None`` fault setting
     turns it off. Any fault setting re-arms a once-only ``fail_after``.
     """
     apply_changes(None, changes)  # raise TypeError/ValueError here, not as EINVAL
@@ -290,7 +294,8 @@ def configure(root: str | os.PathLike[str], **changes: Any) -> None:
 
 
 def status(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """The server's state: ``pid``, ``src``, ``settings`` (a dict) and ``warm`` (count)."""
+    """The server's state: ``pid``, ``src``, ``settings`` (a dict), ``warm`` (count) and
+    ``bytes_read`` (served by reads since the start, the kernel's readahead included)."""
     try:
         raw = os.getxattr(os.fspath(root), CONTROL_XATTR)
         state = json.loads(raw)

@@ -77,34 +77,55 @@ class _Pipe:
 
     Booking rather than a token bucket with a burst allowance keeps the cap exact: no
     window of time ever moves more than rate * window (+ the streaming slack).
+
+    Each stream (one open file handle) also has a link of its own, of ``per_stream``
+    bytes/s, booked the same way: a transfer ends when both bookings have ended, so
+    one stream never beats ``per_stream`` and all of them together never beat ``rate``.
     """
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, per_stream: float = float("inf")) -> None:
         self._lock = threading.Lock()
         self._free_at = 0.0
         self._last_stream = -1
+        # stream -> monotonic time at which its own link is free again.
+        self._stream_free_at: dict[int, float] = {}
         self.rate = rate
+        self.per_stream = per_stream
 
     def transfer(self, nbytes: int, stream: int) -> None:
-        rate = self.rate
-        if nbytes <= 0 or rate == float("inf"):
+        rate, per_stream = self.rate, self.per_stream
+        if nbytes <= 0 or (rate == float("inf") and per_stream == float("inf")):
             return
         with self._lock:
             now = time.monotonic()
-            if now < self._free_at:
-                start = self._free_at
-            elif stream == self._last_stream and now < self._free_at + _STREAM_SLACK:
-                # Only the same open file continues a stream: a new open starts
-                # uncredited, so a measurement that begins with an open never
-                # sees more than the cap.
-                start = self._free_at
-            else:
-                start = now
-            self._free_at = end = start + nbytes / rate
-            self._last_stream = stream
+            end = now
+            if rate != float("inf"):
+                if now < self._free_at:
+                    start = self._free_at
+                elif stream == self._last_stream and now < self._free_at + _STREAM_SLACK:
+                    # Only the same open file continues a stream: a new open starts
+                    # uncredited, so a measurement that begins with an open never
+                    # sees more than the cap.
+                    start = self._free_at
+                else:
+                    start = now
+                self._free_at = end = start + nbytes / rate
+                self._last_stream = stream
+            if per_stream != float("inf"):
+                # A stream's own link is free again only when its last transfer
+                # really ended (the shared link may have held it longer).
+                free_at = self._stream_free_at.get(stream, 0.0)
+                start = free_at if now < free_at + _STREAM_SLACK else now
+                end = max(end, start + nbytes / per_stream)
+                self._stream_free_at[stream] = end
         delay = end - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+
+    def forget(self, stream: int) -> None:
+        """The stream's file was closed: drop its booking."""
+        with self._lock:
+            self._stream_free_at.pop(stream, None)
 
 
 def _renameat2(old: str, new: str, flags: int) -> None:
@@ -132,7 +153,7 @@ class DriveOps(mfusepy.Operations):
         # path -> monotonic time at which its first open completes; present = warm.
         self._warm: dict[str, float] = {}
         self._gate = _Gate(settings.inflight)
-        self._pipe = _Pipe(settings.bandwidth)
+        self._pipe = _Pipe(settings.bandwidth, settings.per_stream)
         self._rng = random.Random(settings.seed)
         self._armed = True
         # Open files: fh -> (path at open time, serial of the open). Reads come with an
@@ -144,6 +165,9 @@ class DriveOps(mfusepy.Operations):
         # readahead page by page, and those retries must fail too, or the reader
         # would never see a once-only fault.
         self._broken: dict[int, tuple[int, int]] = {}
+        # Bytes served by read(), readahead included: what the link really carried,
+        # which is more than a reader of part of a file asked for.
+        self._bytes_read = 0
 
     # --- helpers -----------------------------------------------------------------
 
@@ -236,6 +260,7 @@ class DriveOps(mfusepy.Operations):
             self.settings = new
         self._gate.set_limit(new.inflight)
         self._pipe.rate = new.bandwidth
+        self._pipe.per_stream = new.per_stream
 
     def _status(self) -> bytes:
         with self._lock:
@@ -245,6 +270,7 @@ class DriveOps(mfusepy.Operations):
                 "settings": self.settings.to_dict(),
                 "warm": len(self._warm),
                 "armed": self._armed,
+                "bytes_read": self._bytes_read,
             }
         return json.dumps(state).encode()
 
@@ -329,10 +355,13 @@ class DriveOps(mfusepy.Operations):
         if failure is not None:
             raise FuseOSError(failure)
         if not self.settings.shaped:
-            return os.pread(fh, size, offset)
-        with self._gate.slot():
             data = os.pread(fh, size, offset)
-            self._pipe.transfer(len(data), self._stream(fh))
+        else:
+            with self._gate.slot():
+                data = os.pread(fh, size, offset)
+                self._pipe.transfer(len(data), self._stream(fh))
+        with self._lock:
+            self._bytes_read += len(data)
         return data
 
     def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
@@ -358,7 +387,9 @@ class DriveOps(mfusepy.Operations):
         return 0
 
     def release(self, path: str | None, fh: int) -> int:
-        self._handles.pop(fh, None)
+        handle = self._handles.pop(fh, None)
+        if handle is not None:
+            self._pipe.forget(handle[1])
         self._broken.pop(fh, None)
         os.close(fh)
         return 0
