@@ -633,7 +633,7 @@ def _unpack(
     outcome = _Outcome()
     digest = hashlib.sha256()
     read = [0]
-    before = len(plan.files) + len(plan.dirs)
+    before = len(plan)
     # Released last in, first out, on success, error or Ctrl-C alike: the reader
     # threads are stopped before the file they read and the copy they write close.
     with ExitStack() as cleanup:
@@ -725,7 +725,7 @@ def _unpack(
         stream.skip(1 << 62)  # the rest of the file: the digest covers every byte
         writer.drain()  # this archive's errors are raised while it is named
         progress.update(read[0] - shown)
-    if len(plan.files) + len(plan.dirs) == before + (keep is not None):
+    if len(plan) == before + (keep is not None):
         outcome.warnings.append(f"{source.name} is empty" if before else "the archive is empty")
     outcome.read = read[0]
     outcome.digest = digest.hexdigest()

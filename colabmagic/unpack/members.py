@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from array import array
+from dataclasses import dataclass
 
 from ..errors import ColabMagicError
 
@@ -102,45 +103,145 @@ def _inside(link_name: str, target: str) -> bool:
     return True
 
 
-@dataclass
-class Plan:
-    """The members of one archive, checked as a whole as they are added."""
+# Kinds of a `NameTable` entry, one byte each.
+DIR, FILE, SYMLINK, HARDLINK = range(4)
+_KIND = {"dir": DIR, "file": FILE, "symlink": SYMLINK, "hardlink": HARDLINK}
+_EMPTY = 0xFFFFFFFF  # a free slot of the hash table
+_hash = hash  # str's own (SipHash) hash; a test swaps in one that collides
 
-    files: dict[str, Member] = field(default_factory=dict)  # files and links
-    dirs: set[str] = field(default_factory=set)
-    declared: int = 0
-    top: dict[str, None] = field(default_factory=dict)  # top-level names, in order
+
+def encode(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+class NameTable:
+    """A set of names, each numbered in the order added, in a few flat arrays.
+
+    An archive of a million members must be vetted whole before it is written, but
+    not as a million Python objects (about 250 bytes each with their dicts): here a
+    name costs its UTF-8 bytes in one blob, plus about 30 bytes (its end in the blob,
+    its hash, one byte of kind, and two to four hash-table slots).  Equal hashes are
+    told apart by the names' bytes, so two names that collide are two names.
+    """
+
+    def __init__(self) -> None:
+        self.blob = bytearray()
+        self.ends = array("Q")  # end of each name in blob (its start: the end before)
+        self.hashes = array("q")
+        self.kinds = array("B")
+        self._slots = array("I", [_EMPTY]) * 1024  # member numbers, open addressing
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def name_bytes(self, i: int) -> bytes:
+        return bytes(self.blob[self.ends[i - 1] if i else 0 : self.ends[i]])
+
+    def name(self, i: int) -> str:
+        return self.name_bytes(i).decode("utf-8", "surrogateescape")
+
+    def find(self, name: str) -> int:
+        """The number of NAME, or -1."""
+        return self._probe(name, _hash(name), None)[0]
+
+    def add(self, name: str, kind: int) -> int:
+        """Add NAME (not yet in the table) as KIND; its number."""
+        key = encode(name)
+        h = _hash(name)
+        found, slot = self._probe(name, h, key)
+        assert found < 0, name
+        number = len(self.ends)
+        self.blob += key
+        self.ends.append(len(self.blob))
+        self.hashes.append(h)
+        self.kinds.append(kind)
+        self._slots[slot] = number
+        if 2 * len(self.ends) > len(self._slots):  # at most half full: short probes
+            self._grow()
+        return number
+
+    def _probe(self, name: str, h: int, key: bytes | None) -> tuple[int, int]:
+        """(number of NAME or -1, the slot where it is or would go)."""
+        slots, hashes = self._slots, self.hashes
+        mask = len(slots) - 1
+        at = h & mask
+        while True:
+            i = slots[at]
+            if i == _EMPTY:
+                return -1, at
+            if hashes[i] == h:
+                if key is None:
+                    key = encode(name)
+                if self.name_bytes(i) == key:
+                    return i, at
+            at = (at + 1) & mask
+
+    def _grow(self) -> None:
+        slots = array("I", [_EMPTY]) * (2 * len(self._slots))
+        mask = len(slots) - 1
+        for i, h in enumerate(self.hashes):
+            at = h & mask
+            while slots[at] != _EMPTY:
+                at = (at + 1) & mask
+            slots[at] = i
+        self._slots = slots
+
+
+class Plan:
+    """The members of one archive (or of a glob's archives), checked as a whole as
+    they are added: every name, file or folder, in one `NameTable`."""
+
+    def __init__(self) -> None:
+        self.names = NameTable()
+        self.declared = 0
+        self.top: dict[str, None] = {}  # top-level names, in order
+        self._parent = ""  # the last folder whose ancestors were all checked
+
+    def __len__(self) -> int:
+        """Names in the plan: members, and the folders they imply."""
+        return len(self.names)
+
+    def kind(self, name: str) -> int | None:
+        i = self.names.find(name)
+        return None if i < 0 else self.names.kinds[i]
 
     def add(self, member: Member) -> None:
+        names = self.names
         name = member.name
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in self.files:
-                raise Refused(f"member {shown(name)} is inside {shown(parent)}, which is a file")
-            self.dirs.add(parent)
+        parent, _, _ = name.rpartition("/")
+        if parent and parent != self._parent:
+            parts = parent.split("/")
+            for i in range(1, len(parts) + 1):
+                above = "/".join(parts[:i])
+                found = names.find(above)
+                if found < 0:
+                    names.add(above, DIR)
+                elif names.kinds[found] != DIR:
+                    raise Refused(f"member {shown(name)} is inside {shown(above)}, which is a file")
+            self._parent = parent
+        found = names.find(name)
         if member.kind == "dir":
-            if name in self.files:
+            if found >= 0 and names.kinds[found] != DIR:
                 raise Refused(f"member {shown(name)} is both a file and a folder")
-            self.dirs.add(name)
+            if found < 0:
+                names.add(name, DIR)
         else:
-            if name in self.dirs:
-                raise Refused(f"member {shown(name)} is both a file and a folder")
-            if name in self.files:
+            if found >= 0:
+                if names.kinds[found] == DIR:
+                    raise Refused(f"member {shown(name)} is both a file and a folder")
                 raise Refused(f"member {shown(name)} appears twice")
             if member.kind == "symlink" and member.target is not None:
                 check_symlink(name, member.target)
-            elif (
-                member.kind == "hardlink"
-                and getattr(self.files.get(member.target or ""), "kind", None) != "file"
-            ):
+            elif member.kind == "hardlink" and self.kind(member.target or "") != FILE:
                 raise Refused(
                     f"member {shown(name)} is a hard link to {shown(member.target)}, "
                     "which is not an earlier file of the archive"
                 )
-            self.files[name] = member
+            names.add(name, _KIND[member.kind])
             self.declared += member.size
-        self.top.setdefault(parts[0], None)
+        top = name.partition("/")[0]
+        if top not in self.top:
+            self.top[top] = None
 
 
 def check_symlink(name: str, target: str) -> None:
