@@ -673,19 +673,17 @@ def _unpack(
         if kind == "zip":
             tail = reader.twin()  # its own descriptor, the same version of the file
             try:
-                index = unpack.read_zip_index(tail.size, tail.pread)
+                # Judged with every other match's members: one Plan for the glob.
+                index = unpack.read_zip_index(tail.size, tail.pread, plan)
             finally:
                 tail.close()
             if not options.allow_ratio:
-                unpack.check_ratio(index.plan.declared, reader.size, source.name)
+                unpack.check_ratio(index.declared, reader.size, source.name)
             # The part of the kept copy already written is no longer free space.
             written = read[0] if keep is not None else 0
-            free = _preflight(work, index.plan.declared + kept - written)
-            for name in index.plan.top:
-                if name not in plan.top:
-                    check_top(name)
-            for entry in index.entries:  # judged with every other match's members
-                plan.add(entry.member)
+            free = _preflight(work, index.declared + kept - written)
+            for name in index.new_top:
+                check_top(name)
             if index.cp437_names:
                 outcome.warnings.append(
                     f"{index.cp437_names} member names had no UTF-8 flag and were "

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import stat
 import struct
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .members import MAX_LINK_TARGET, Member, Plan, Refused, check_symlink, clean_name, shown
@@ -38,17 +39,111 @@ class ZipEntry:
     offset: int  # of the local header, in the file
 
 
+# What one byte of `ZipEntries.info` says of a member.
+_IS_DIR, _IS_LINK, _EXECUTABLE = 1, 2, 4
+
+
+class ZipEntries(Sequence):
+    """The members of a zip in file order, as columns: one array per field, and the
+    raw names in one blob.  A `ZipEntry` is made when one is asked for.
+
+    A million members as ZipEntry and Member objects took about 400 bytes each; as
+    columns they take their name's bytes and 40 more.
+    """
+
+    def __init__(self) -> None:
+        self.blob = bytearray()  # raw names, as the central directory has them
+        self.ends = array("Q")
+        self.offsets = array("Q")
+        self.csizes = array("Q")
+        self.usizes = array("Q")
+        self.crcs = array("I")
+        self.flags = array("H")
+        self.methods = array("B")
+        self.info = array("B")
+        self.order: array | None = None  # entry numbers by offset, when not already so
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, k: int) -> ZipEntry:  # type: ignore[override]
+        if not 0 <= k < len(self.ends):
+            raise IndexError(k)
+        i = k if self.order is None else self.order[k]
+        raw = self.raw_name(i)
+        return ZipEntry(
+            self.member(i, raw),
+            raw,
+            self.methods[i],
+            self.flags[i],
+            self.crcs[i],
+            self.csizes[i],
+            self.offsets[i],
+        )
+
+    def raw_name(self, i: int) -> bytes:
+        return bytes(self.blob[self.ends[i - 1] if i else 0 : self.ends[i]])
+
+    def member(self, i: int, raw: bytes | None = None) -> Member:
+        """Entry I (in directory order) as a Member; its name was vetted when read."""
+        name = _decoded(self.raw_name(i) if raw is None else raw, self.flags[i])
+        name = "/".join(part for part in name.split("/") if part not in ("", "."))
+        info = self.info[i]
+        if info & _IS_DIR:
+            return Member(name, "dir")
+        if info & _IS_LINK:
+            return Member(name, "symlink", size=self.usizes[i], target=None)
+        return Member(
+            name, "file", size=self.usizes[i], mode=0o755 if info & _EXECUTABLE else 0o644
+        )
+
+    def append(self, raw: bytes, flags: int, method: int, info: int, crc: int, csize: int,
+               usize: int, offset: int) -> None:  # fmt: skip
+        self.blob += raw
+        self.ends.append(len(self.blob))
+        self.flags.append(flags)
+        self.methods.append(method)
+        self.info.append(info)
+        self.crcs.append(crc)
+        self.csizes.append(csize)
+        self.usizes.append(usize)
+        self.offsets.append(offset)
+
+    def sort_by_offset(self) -> None:
+        offsets = self.offsets
+        if any(offsets[i] > offsets[i + 1] for i in range(len(offsets) - 1)):
+            self.order = array("I", sorted(range(len(offsets)), key=offsets.__getitem__))
+
+    def offset(self, k: int) -> int:
+        """The local header offset of the K-th entry in file order."""
+        return self.offsets[k if self.order is None else self.order[k]]
+
+
+def _decoded(raw: bytes, flags: int) -> str:
+    if flags & 0x800:
+        return raw.decode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return raw.decode("cp437")  # as zipfile and most zip tools do
+
+
 @dataclass
 class ZipIndex:
-    entries: list[ZipEntry]  # in file order
-    plan: Plan
+    entries: ZipEntries  # in file order
+    plan: Plan  # the archive's members were added to it
     data_end: int  # where the central directory starts
     cp437_names: int  # names decoded as cp437 (no UTF-8 flag, not ASCII)
+    declared: int = 0  # bytes the archive's files declare
+    new_top: list[str] = field(default_factory=list)  # top-level names new to the plan
 
 
-def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
+def read_zip_index(
+    size: int, pread: Callable[[int, int], bytes], plan: Plan | None = None
+) -> ZipIndex:
     """Parse and check the central directory of a zip of SIZE bytes: every member is
-    vetted here, before any data is read."""
+    vetted here, before any data is read, and added to PLAN (a new one, or one shared
+    with other archives)."""
     if size < _EOCD.size:
         raise Refused("not a zip archive (too short)")
     tail_len = min(size, 65536 + _EOCD.size)
@@ -92,24 +187,25 @@ def read_zip_index(size: int, pread: Callable[[int, int], bytes]) -> ZipIndex:
             f"directory of {cd_size:,} bytes can hold (a wrong entry count: a corrupt archive)"
         )
     cd_start = cd_offset + shift
-    cd = pread(cd_start, cd_size)
-    if len(cd) != cd_size:
-        raise Refused("the zip central directory is truncated")
-    entries, cp437 = _parse_central_directory(cd, count, shift)
-    plan = Plan()
-    for entry in entries:
-        plan.add(entry.member)
-    entries.sort(key=lambda e: e.offset)
+    entries, cp437 = _parse_central_directory(pread, cd_start, cd_size, count, shift)
+    plan = Plan() if plan is None else plan
+    tops, declared = len(plan.top), plan.declared
+    for i in range(len(entries)):
+        plan.add(entries.member(i))
+    entries.sort_by_offset()
     end = cd_start
-    for entry in reversed(entries):
+    for k in range(len(entries) - 1, -1, -1):
         # Members must not overlap each other or the directory: overlapping entries
         # are how zip bombs multiply a few KB into terabytes.  The local header's own
         # name must be the directory's (stream_zip checks), so this bound is safe.
-        data_start = entry.offset + _LFH.size + len(entry.raw_name)
-        if entry.offset < 0 or data_start + entry.csize > end:
-            _refuse_overlap(entry, end, cd_start, pread)
-        end = entry.offset
-    return ZipIndex(entries, plan, cd_start, cp437)
+        i = k if entries.order is None else entries.order[k]
+        offset = entries.offsets[i]
+        name_len = entries.ends[i] - (entries.ends[i - 1] if i else 0)
+        if offset + _LFH.size + name_len + entries.csizes[i] > end:
+            _refuse_overlap(entries[k], end, cd_start, pread)
+        end = offset
+    new_top = list(plan.top)[tops:]
+    return ZipIndex(entries, plan, cd_start, cp437, plan.declared - declared, new_top)
 
 
 def _entries(n: int) -> str:
@@ -220,30 +316,46 @@ def _extra_field(extra: bytes, tag: int) -> bytes | None:
     return None
 
 
-def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[ZipEntry], int]:
-    entries = []
+_WINDOW = 4 << 20  # the central directory is read this much at a time
+
+
+def _parse_central_directory(
+    pread: Callable[[int, int], bytes], cd_start: int, cd_size: int, count: int, shift: int
+) -> tuple[ZipEntries, int]:
+    entries = ZipEntries()
     cp437 = 0
+    buf, base = b"", 0  # BUF holds the directory's bytes from BASE on
     pos = 0
     records = 0
-    while pos < len(cd):
+
+    def window(need: int) -> tuple[bytes, int]:
+        n = min(max(need, _WINDOW), cd_size - pos)
+        data = pread(cd_start + pos, n)
+        if len(data) != n:
+            raise Refused("the zip central directory is truncated")
+        return data, pos
+
+    while pos < cd_size:
         records += 1
-        if len(cd) - pos < _CDH.size or cd[pos : pos + 4] != b"PK\x01\x02":
+        if base + len(buf) - pos < _CDH.size:
+            buf, base = window(_CDH.size)
+        at = pos - base
+        if len(buf) - at < _CDH.size or buf[at : at + 4] != b"PK\x01\x02":
             raise Refused("the zip central directory is corrupt (bad magic number)")
         (_, _, made_by, _, _, flags, method, _, _, crc, csize, usize, nlen, elen, clen, _, _,
-         ext_attr, offset) = _CDH.unpack_from(cd, pos)  # fmt: skip
-        raw_name = cd[pos + _CDH.size : pos + _CDH.size + nlen]
-        extra = cd[pos + _CDH.size + nlen : pos + _CDH.size + nlen + elen]
-        pos += _CDH.size + nlen + elen + clen
-        if pos > len(cd):
+         ext_attr, offset) = _CDH.unpack_from(buf, at)  # fmt: skip
+        length = _CDH.size + nlen + elen + clen
+        if pos + length > cd_size:
             raise Refused("the zip central directory is truncated")
-        if flags & 0x800:
-            name = raw_name.decode("utf-8", "surrogateescape")
-        else:
-            try:
-                name = raw_name.decode("ascii")
-            except UnicodeDecodeError:
-                name = raw_name.decode("cp437")  # as zipfile and most zip tools do
-                cp437 += 1
+        if at + length > len(buf):
+            buf, base = window(length)
+            at = 0
+        raw_name = buf[at + _CDH.size : at + _CDH.size + nlen]
+        extra = buf[at + _CDH.size + nlen : at + _CDH.size + nlen + elen]
+        pos += length
+        name = _decoded(raw_name, flags)
+        if not flags & 0x800 and not raw_name.isascii():
+            cp437 += 1
         if flags & 0x41:
             raise Refused(f"member {shown(name)} is encrypted")
         if method not in _ZIP_METHODS:
@@ -255,18 +367,17 @@ def _parse_central_directory(cd: bytes, count: int, shift: int) -> tuple[list[Zi
         if clean is None:
             continue
         if is_dir:
-            member = Member(clean, "dir")
+            info = _IS_DIR
         elif stat.S_ISLNK(unix_mode):
             if usize > MAX_LINK_TARGET:
                 raise Refused(f"member {shown(name)} is a link with an oversized target")
-            member = Member(clean, "symlink", size=usize, target=None)
+            info = _IS_LINK
         else:
             # Zip mode bits never make devices or FIFOs here: anything else is a file.
-            mode = 0o755 if unix_mode & 0o100 else 0o644
-            member = Member(clean, "file", size=usize, mode=mode)
+            info = _EXECUTABLE if unix_mode & 0o100 else 0
         if method == 0 and csize != usize and not is_dir:
             raise Refused(f"member {shown(name)} is stored but its two sizes differ")
-        entries.append(ZipEntry(member, raw_name, method, flags, crc, csize, offset + shift))
+        entries.append(raw_name, flags, method, info, crc, csize, usize, offset + shift)
     if records != count:
         raise Refused(
             f"the zip central directory holds {_entries(records)}, but its end record "
@@ -294,13 +405,14 @@ def stream_zip(
         if here > entry.offset:
             raise Refused(f"member {shown(entry.member.name)} overlaps the member before it")
         stream.skip(entry.offset - here)  # data descriptors and gaps
-        header = stream.read(_LFH.size)
+        # The header and the name it should hold, in one view (no copy, no join).
+        header = stream.view(_LFH.size + len(entry.raw_name))
         if len(header) < _LFH.size or header[:4] != b"PK\x03\x04":
             raise Refused(f"member {shown(entry.member.name)}: bad local header")
         nlen, elen = struct.unpack_from("<2H", header, 26)
-        local_name = stream.read(nlen)
-        if local_name != entry.raw_name:
-            raise Refused(_mismatch(entry, local_name))
+        if nlen != len(entry.raw_name) or header[_LFH.size :] != entry.raw_name:
+            local_name = bytes(header[_LFH.size : _LFH.size + nlen])
+            raise Refused(_mismatch(entry, local_name + stream.read(nlen - len(local_name))))
         stream.skip(elen)
         member = entry.member
         if member.kind == "dir":
