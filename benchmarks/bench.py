@@ -1,9 +1,16 @@
-"""Time colabmagic against the shell recipes on a simulated Drive; report ratios.
+"""Time colabmagic against the shell recipes and the strongest peers on a simulated Drive.
 
-Both sides run as fresh processes (colabmagic through its CLI, the recipe through
-/bin/sh), so both pay process start-up, as `!cp ...` does in a notebook. That charges
-colabmagic a Python start and its imports, which `%stage` in a running kernel does
-not pay: the ratios are, if anything, unfair to colabmagic.
+Each group of runs (the zip, the tar.gz, the folder, the pack, the large zip on the
+`multistream` profile) runs every command it needs once per round, in a rotating
+order, each from a cold start (page cache dropped, simulated Drive reset), with
+`sync` inside the timed span, so dirty pages are charged to whoever made them.
+
+colabmagic runs two ways: through its CLI (a fresh process, as `!colabmagic ...` in a
+notebook: it pays a Python start and its imports) and in-process, in one long-lived
+Python that imported colabmagic and staged a tiny set before any clock started, as a
+kernel that ran `%load_ext colabmagic` would. The seed cases (S1, S1f, S2, S3, P1) time
+the CLI against the recipe, pair by pair; the peer cases time the in-process stage
+against the fastest peer's median and against `cat` (the floor: one read of the source).
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from colabmagic.source import WORKERS
 
 from . import data
 
@@ -33,82 +43,311 @@ ENV = {
 }
 RSS_TARGET_MB = 150
 IMPORT_TARGET_MS = 30
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    title: str
-    target: float  # the median ratio colabmagic / baseline must not exceed this
-    ours: tuple[str, ...]  # colabmagic CLI arguments, after --drive ROOT
-    theirs: str  # the shell recipe
-    drive_outputs: tuple[str, ...] = ()  # globs under MyDrive, removed before each run
+MULTISTREAM = "multistream"
+LARGE_MB = 320  # the large zip of S1p: above the 256 MB from which stage reads ranges
 
 
 class BenchError(Exception):
     pass
 
 
-def cases(root: Path) -> list[Case]:
-    """The pairs of issue 5. ROOT holds MyDrive and has a space in its path: the
+# --------------------------------------------------------------------------- what runs
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One command a group times: a shell line, or a stage in the in-process worker."""
+
+    name: str
+    shown: str  # how the report names it
+    shell: str | None = None  # run by /bin/sh (bash where it needs pipefail)
+    stage: str | None = None  # SRC for colabmagic.stage in the worker
+    cli: tuple[str, ...] | None = None  # colabmagic CLI arguments, after --drive ROOT
+    needs: tuple[str, ...] = ()  # programs that must be on PATH
+    bash: bool = False
+
+    def missing(self) -> str | None:
+        """The first program this runner needs that is not installed, else None."""
+        return next((p for p in self.needs if shutil.which(p) is None), None)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A ratio the report shows: OURS over BASELINE (a runner), or over the fastest
+    of PEERS (runner names), against TARGET."""
+
+    name: str
+    title: str
+    target: float
+    group: str
+    ours: str
+    baseline: str | None = None
+    peers: tuple[str, ...] = ()
+    paired: bool = False  # seed cases: the median of per-round ratios, as before
+
+    def runners(self) -> set[str]:
+        return {self.ours, *([self.baseline] if self.baseline else []), *self.peers}
+
+
+@dataclass
+class Group:
+    name: str
+    runners: dict[str, Runner]
+    drive_outputs: tuple[str, ...] = ()  # globs under MyDrive, removed before each run
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    rss: dict[str, list[float]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def groups(root: Path) -> dict[str, Group]:
+    """Every command of every case. ROOT holds MyDrive and has a space in its path: the
     recipes quote it as a user must."""
     mydrive = root / "MyDrive"
     zipped = shlex.quote(str(mydrive / "datasets" / "train.zip"))
     tgz = shlex.quote(str(mydrive / "datasets" / "train.tar.gz"))
-    stage_zip = ("stage", "My Drive/datasets/train.zip", "--quiet")
-    return [
-        Case(
-            "S1",
-            "stage zip / cp+unzip+rm",
-            0.60,
-            stage_zip,
-            f"cp {zipped} . && unzip -q train.zip && rm train.zip",
+    folder = shlex.quote(str(mydrive / "train"))
+    py = shlex.quote(sys.executable)
+    zip_src, tgz_src = "My Drive/datasets/train.zip", "My Drive/datasets/train.tar.gz"
+    extract = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall()"
+    folder_cp = (
+        # The folders first, so that parallel `cp --parents` never race to make one.
+        f'd="$PWD/train" && mkdir "$d" && cd {folder} && '
+        f'find . -type d -print0 | (cd "$d" && xargs -0 mkdir -p) && '
+        f'find . -type f -print0 | xargs -0 -P{WORKERS} -n 64 cp --parents -t "$d"'
+    )
+    found = [
+        Group(
+            "zip",
+            {
+                r.name: r
+                for r in (
+                    Runner("cli", "colabmagic stage (CLI)", cli=("stage", zip_src, "--quiet")),
+                    Runner("inprocess", "colabmagic.stage (in-process)", stage=zip_src),
+                    Runner(
+                        "recipe",
+                        "cp + unzip -q + rm",
+                        shell=f"cp {zipped} . && unzip -q train.zip && rm train.zip",
+                        needs=("unzip",),
+                    ),
+                    Runner("cat", "cat > /dev/null", shell=f"cat {zipped} > /dev/null"),
+                    Runner("unzip", "unzip -q", shell=f"unzip -q {zipped}", needs=("unzip",)),
+                    Runner("bsdtar", "bsdtar -xf", shell=f"bsdtar -xf {zipped}", needs=("bsdtar",)),
+                    Runner(
+                        "zipfile",
+                        "zipfile extractall",
+                        shell=f"{py} -c {shlex.quote(extract)} {zipped}",
+                    ),
+                )
+            },
         ),
-        Case("S1f", "stage zip / cat zip >/dev/null", 1.30, stage_zip, f"cat {zipped} > /dev/null"),
-        Case(
-            "S2",
-            "stage tar.gz / cp+tar xzf+rm",
-            0.70,
-            ("stage", "My Drive/datasets/train.tar.gz", "--quiet"),
-            f"cp {tgz} . && tar xzf train.tar.gz && rm train.tar.gz",
+        Group(
+            "tgz",
+            {
+                r.name: r
+                for r in (
+                    Runner("cli", "colabmagic stage (CLI)", cli=("stage", tgz_src, "--quiet")),
+                    Runner("inprocess", "colabmagic.stage (in-process)", stage=tgz_src),
+                    Runner(
+                        "recipe",
+                        "cp + tar xzf + rm",
+                        shell=f"cp {tgz} . && tar xzf train.tar.gz && rm train.tar.gz",
+                    ),
+                    Runner("cat", "cat > /dev/null", shell=f"cat {tgz} > /dev/null"),
+                    Runner("tar", "tar xzf", shell=f"tar xzf {tgz}", needs=("tar", "gzip")),
+                    Runner(
+                        "pigz",
+                        "pigz -dc | tar x",
+                        shell=f"set -o pipefail; pigz -dc {tgz} | tar x",
+                        needs=("pigz", "tar", "bash"),
+                        bash=True,
+                    ),
+                )
+            },
         ),
-        Case(
-            "S3",
-            "stage folder / cp -r",
-            0.10,
-            ("stage", "My Drive/train", "--quiet"),
-            f"cp -r {shlex.quote(str(mydrive / 'train'))} .",
+        Group(
+            "folder",
+            {
+                r.name: r
+                for r in (
+                    Runner(
+                        "cli", "colabmagic stage (CLI)", cli=("stage", "My Drive/train", "--quiet")
+                    ),
+                    Runner("inprocess", "colabmagic.stage (in-process)", stage="My Drive/train"),
+                    Runner("recipe", "cp -r", shell=f"cp -r {folder} ."),
+                    Runner(
+                        "xargs",
+                        f"find | xargs -P{WORKERS} cp",
+                        shell=folder_cp,
+                        needs=("find", "xargs"),
+                    ),
+                )
+            },
         ),
-        Case(
-            "P1",
-            "pack in Drive / zip -r in Drive",
-            0.10,
-            ("pack", "My Drive/train", "--quiet"),
-            f"cd {shlex.quote(str(mydrive))} && zip -r -q train.zip train",
+        Group(
+            "pack",
+            {
+                r.name: r
+                for r in (
+                    Runner(
+                        "cli", "colabmagic pack (CLI)", cli=("pack", "My Drive/train", "--quiet")
+                    ),
+                    Runner(
+                        "recipe",
+                        "zip -r in Drive",
+                        shell=f"cd {shlex.quote(str(mydrive))} && zip -r -q train.zip train",
+                        needs=("zip",),
+                    ),
+                )
+            },
             drive_outputs=("train.zip", "train.zip.*"),
         ),
     ]
+    return {g.name: g for g in found}
+
+
+def large_group(root: Path) -> Group:
+    zipped = shlex.quote(str(root / "MyDrive" / "datasets" / "large.zip"))
+    runners = (
+        Runner("inprocess", "colabmagic.stage (in-process)", stage="My Drive/datasets/large.zip"),
+        Runner("cat", "cat > /dev/null (one stream)", shell=f"cat {zipped} > /dev/null"),
+    )
+    return Group("large", {r.name: r for r in runners})
+
+
+ZIP_PEERS = ("unzip", "bsdtar", "zipfile")
+CASES = (
+    Case("S1", "stage zip / cp+unzip+rm", 0.70, "zip", "cli", "recipe", paired=True),
+    Case("S1f", "stage zip / cat zip >/dev/null", 1.30, "zip", "cli", "cat", paired=True),
+    Case("Z", "stage zip in-process / best peer", 1.00, "zip", "inprocess", peers=ZIP_PEERS),
+    Case("Zf", "stage zip in-process / cat", 1.05, "zip", "inprocess", "cat"),
+    Case("S2", "stage tar.gz / cp+tar xzf+rm", 0.70, "tgz", "cli", "recipe", paired=True),
+    Case(
+        "T", "stage tar.gz in-process / best peer", 1.00, "tgz", "inprocess", peers=("tar", "pigz")
+    ),
+    Case("Tf", "stage tar.gz in-process / cat", 1.05, "tgz", "inprocess", "cat"),
+    Case("S3", "stage folder / cp -r", 0.10, "folder", "cli", "recipe", paired=True),
+    Case(
+        "F",
+        f"stage folder in-process / xargs -P{WORKERS} cp",
+        1.00,
+        "folder",
+        "inprocess",
+        peers=("xargs",),
+    ),
+    Case("P1", "pack in Drive / zip -r in Drive", 0.10, "pack", "cli", "recipe", paired=True),
+    Case("S1p", f"stage large zip ({MULTISTREAM}) / cat", 0.40, "large", "inprocess", "cat"),
+)
 
 
 # --------------------------------------------------------------------------- running
 
 
+# GNU time reports a child's own peak RSS. wait4's ru_maxrss cannot go below the RSS of
+# this Python at the spawn (exec keeps the old address space's high-water mark), about
+# 20 MB: right for colabmagic, wrong for unzip's 3 MB. Used when installed.
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+RSS_SOURCE = "GNU time %M" if GNU_TIME else "wait4 ru_maxrss (at least this Python's RSS)"
+
+
 def run(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall seconds from spawn to exit of ARGV in CWD, and its peak RSS in MB."""
-    with tempfile.TemporaryFile() as err:
+    """Wall seconds from spawn of ARGV in CWD to the end of the `sync` after its exit,
+    and its peak RSS in MB."""
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        spawned = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv] if GNU_TIME else argv
         started = time.perf_counter()
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            spawned,
+            cwd=cwd,
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
-        # wait4, not wait: the rusage of this child alone, not of every child so far.
+        # wait4, not wait: the rusage of this child (and what it waited for) alone.
         _, status, usage = os.wait4(proc.pid, 0)
+        os.sync()  # what it left dirty is part of its cost
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
             raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}: {' | '.join(tail)}")
-    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+        kib = usage.ru_maxrss  # KiB on Linux
+        if GNU_TIME:
+            kib = int(rss.read().split()[-1])
+    return seconds, kib / 1024
+
+
+# The in-process side: a Python that imports colabmagic and stages a tiny warm-up set
+# (so the stage machinery is imported, as in a kernel that has staged before), then
+# stages what it is sent, one JSON line per request, and answers with the seconds
+# measured inside (stage + os.sync()). The parent keeps the cold starts.
+WORKER = r"""
+import json, os, shutil, sys, tempfile, time
+import colabmagic
+from colabmagic import drive
+
+drive.use_root(sys.argv[1])
+for src in sys.argv[2:]:
+    dest = tempfile.mkdtemp(prefix="warm-")
+    colabmagic.stage(src, dest, quiet=True)
+    shutil.rmtree(dest)
+print(json.dumps({"ready": os.getpid()}), flush=True)
+for line in sys.stdin:
+    ask = json.loads(line)
+    try:
+        os.chdir(ask["cwd"])
+        started = time.perf_counter()
+        colabmagic.stage(ask["src"], quiet=True)
+        os.sync()
+        answer = {"seconds": time.perf_counter() - started}
+    except Exception as error:
+        answer = {"error": f"{type(error).__name__}: {error}"}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class Worker:
+    """The long-lived in-process stager for one Drive root."""
+
+    def __init__(self, root: Path, warm: list[Path]):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(root), *map(str, warm)],
+            env=ENV,
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise BenchError(f"the in-process worker exited {self.proc.wait()}")
+        return json.loads(line)
+
+    def stage(self, src: str, cwd: Path) -> float:
+        self.proc.stdin.write(json.dumps({"src": src, "cwd": str(cwd)}) + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise BenchError(f"colabmagic.stage({src!r}) in-process: {answer['error']}")
+        return answer["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def warm_set(folder: Path) -> list[Path]:
+    """A tiny zip, tar.gz and folder, local, for the worker's untimed first stages."""
+    from colabmagic.sample import make_dataset, make_tar_gz, make_zip
+
+    train = folder / "warm"
+    make_dataset(train, 4)
+    return [make_zip(train, folder / "warm.zip"), make_tar_gz(train, folder / "warm.tar.gz"), train]
 
 
 def cold_start(root: Path, drop_caches: bool) -> None:
@@ -121,7 +360,7 @@ def cold_start(root: Path, drop_caches: bool) -> None:
     fakedrive.reset(root)
 
 
-def clear(case: Case, root: Path, local: Path) -> None:
+def clear(group: Group, root: Path, local: Path) -> None:
     """Put what earlier runs made out of the way (not timed).
 
     Moved aside, not deleted: on ext4 without a journal (as on this benchmark's VM) the
@@ -134,59 +373,138 @@ def clear(case: Case, root: Path, local: Path) -> None:
         trash.mkdir(exist_ok=True)
         local.rename(tempfile.mkdtemp(dir=trash))
     local.mkdir()
-    for pattern in case.drive_outputs:
+    for pattern in group.drive_outputs:
         for path in (root / "MyDrive").glob(pattern):
             path.unlink()
 
 
-def measure(case: Case, root: Path, local: Path, pairs: int, drop_caches: bool) -> dict:
-    ours_argv = [sys.executable, "-m", "colabmagic", "--drive", str(root), *case.ours]
-    theirs_argv = ["/bin/sh", "-c", case.theirs]
-    ours, theirs, rss = [], [], []
+def measure(
+    group: Group,
+    wanted: set[str],
+    root: Path,
+    local: Path,
+    pairs: int,
+    drop_caches: bool,
+    worker: Worker | None,
+) -> None:
+    """Run the WANTED runners of GROUP PAIRS rounds, each round in a rotated order."""
+    order = [name for name in group.runners if name in wanted]
+    for name in order:
+        if missing := group.runners[name].missing():
+            group.missing[name] = missing
+    order = [name for name in order if name not in group.missing]
     for i in range(pairs):
-        for argv, times in ((ours_argv, ours), (theirs_argv, theirs)):
-            clear(case, root, local)
+        turn = order[i % len(order) :] + order[: i % len(order)] if order else []
+        for name in turn:
+            if name in group.errors:
+                continue
+            runner = group.runners[name]
+            clear(group, root, local)
             cold_start(root, drop_caches)
-            seconds, peak = run(argv, local)
-            times.append(seconds)
-            if times is ours:
-                rss.append(peak)
-        print(
-            f"  {case.name} pair {i + 1}/{pairs}: ratio {ours[-1] / theirs[-1]:.3f}",
-            file=sys.stderr,
-        )
-    clear(case, root, local)
+            try:
+                if runner.stage is not None:
+                    if worker is None:
+                        raise BenchError("no in-process worker")
+                    seconds, peak = worker.stage(runner.stage, local), None
+                elif runner.cli is not None:
+                    argv = [sys.executable, "-m", "colabmagic", "--drive", str(root), *runner.cli]
+                    seconds, peak = run(argv, local)
+                else:
+                    shell = ["/bin/bash"] if runner.bash else ["/bin/sh"]
+                    seconds, peak = run([*shell, "-c", runner.shell], local)
+            except BenchError as error:
+                print(f"  {group.name}/{name} failed: {error}", file=sys.stderr)
+                group.errors[name] = str(error)
+                continue
+            group.seconds.setdefault(name, []).append(seconds)
+            if peak is not None:
+                group.rss.setdefault(name, []).append(peak)
+        print(f"  {group.name} round {i + 1}/{pairs} done", file=sys.stderr)
+    clear(group, root, local)
+
+
+# --------------------------------------------------------------------------- ratios
+
+
+def _r(x: float) -> float:
+    return round(x, 4)
+
+
+def evaluate(case: Case, group: Group) -> dict:
+    """CASE's ratio from GROUP's seconds, with every figure it was computed from."""
+    doc: dict = {"title": case.title, "target": case.target, "group": group.name}
+    secs = group.seconds
+    commands = {n: command(group.runners[n]) for n in case.runners()}
+    doc["commands"] = commands
+    problem = group.errors.get(case.ours) or (
+        f"{group.missing[case.ours]} not installed" if case.ours in group.missing else None
+    )
+    base = case.baseline
+    if base in group.missing:
+        problem = problem or f"{group.missing[base]} not installed"
+    if base in group.errors:
+        problem = problem or group.errors[base]
+    if case.peers:
+        doc["peers"] = {}
+        for peer in case.peers:
+            if peer in group.missing:
+                doc["peers"][peer] = {
+                    "command": commands[peer],
+                    "not_installed": group.missing[peer],
+                }
+            elif peer in group.errors:
+                doc["peers"][peer] = {"command": commands[peer], "error": group.errors[peer]}
+            elif peer in secs:
+                doc["peers"][peer] = {
+                    "command": commands[peer],
+                    "seconds": [round(t, 6) for t in secs[peer]],
+                    "seconds_median": statistics.median(secs[peer]),
+                }
+        timed = {p: v["seconds_median"] for p, v in doc["peers"].items() if "seconds_median" in v}
+        if timed:
+            base = doc["best_peer"] = min(timed, key=timed.get)
+        else:
+            problem = problem or "no peer could run"
+    if problem or case.ours not in secs or base not in secs:
+        return {
+            **doc,
+            "ratio_median": None,
+            "ratio_min": None,
+            "ratio_max": None,
+            "met": False,
+            "error": problem or "not run",
+        }
+    ours, theirs = secs[case.ours], secs[base]
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
-    median = statistics.median(ratios)
-    return {
-        "ratio_median": round(median, 4),
-        "ratio_min": round(min(ratios), 4),
-        "ratio_max": round(max(ratios), 4),
-        "target": case.target,
-        "met": median <= case.target,
-        "title": case.title,
-        "colabmagic": "colabmagic " + shlex.join(case.ours),
-        "baseline": case.theirs,
-        "ratios": [round(r, 4) for r in ratios],
+    if case.paired:
+        median = statistics.median(ratios)
+    else:
+        median = statistics.median(ours) / statistics.median(theirs)
+    doc.update(
+        ratio_median=_r(median),
+        ratio_min=_r(min(ratios)),
+        ratio_max=_r(max(ratios)),
+        met=median <= case.target,
+        colabmagic=case.ours,
+        baseline=base,
+        ratios=[_r(r) for r in ratios],
         # For diagnosis only; the table shows ratios.
-        "colabmagic_s": [round(t, 3) for t in ours],
-        "baseline_s": [round(t, 3) for t in theirs],
-        "colabmagic_s_median": round(statistics.median(ours), 3),
-        "baseline_s_median": round(statistics.median(theirs), 3),
-        "colabmagic_peak_rss_mb": round(max(rss), 1),
-    }
+        colabmagic_s=[round(t, 6) for t in ours],
+        baseline_s=[round(t, 6) for t in theirs],
+        colabmagic_s_median=statistics.median(ours),
+        baseline_s_median=statistics.median(theirs),
+    )
+    if case.ours in group.rss:
+        doc["colabmagic_peak_rss_mb"] = round(max(group.rss[case.ours]), 1)
+    return doc
 
 
-def failed(case: Case, error: Exception) -> dict:
-    return {
-        "ratio_median": None,
-        "ratio_min": None,
-        "ratio_max": None,
-        "target": case.target,
-        "met": False,
-        "title": case.title,
-        "error": str(error),
-    }
+def command(runner: Runner) -> str:
+    if runner.stage is not None:
+        return f"colabmagic.stage({runner.stage!r})"
+    if runner.cli is not None:
+        return "colabmagic " + shlex.join(runner.cli)
+    return runner.shell or ""
 
 
 def import_ms(repeats: int = 7) -> float:
@@ -215,7 +533,9 @@ def import_ms(repeats: int = 7) -> float:
 # --------------------------------------------------------------------------- report
 
 
-def report(results: dict, rss_mb: float | None, import_time: float, args) -> dict:
+def report(results: dict, found: dict[str, Group], import_time: float, args) -> dict:
+    zip_rss = found["zip"].rss.get("cli") if "zip" in found else None
+    rss_mb = round(max(zip_rss), 1) if zip_rss else None
     limits = {
         "peak_rss_mb": {
             "value": rss_mb,
@@ -228,16 +548,32 @@ def report(results: dict, rss_mb: float | None, import_time: float, args) -> dic
             "met": import_time <= IMPORT_TARGET_MS,
         },
     }
+    runs = {
+        g.name: {
+            "commands": {n: command(g.runners[n]) for n in g.seconds},
+            "seconds": {n: [round(t, 6) for t in ts] for n, ts in g.seconds.items()},
+            "peak_rss_mb": {n: round(max(v), 1) for n, v in g.rss.items()},
+            "not_installed": g.missing,
+            "errors": g.errors,
+        }
+        for g in found.values()
+    }
+    load = os.getloadavg()
     return {
         "cases": results,
+        "runs": runs,
         "s1_floor": s1_floor(results),
         "peak_rss_mb": rss_mb,
         "import_ms": import_time,
         "profile": args.profile,
-        "files": args.files,
+        "data": args.data,
+        "files": args.files[0],
         "pairs": args.pairs,
+        "large_mb": args.large_mb,
         "limits": limits,
-        "page_cache_dropped": os.geteuid() == 0,
+        "page_cache_dropped": args.drop_caches,
+        "peak_rss_from": RSS_SOURCE,
+        "load_average": [round(x, 2) for x in load],
         "all_met": all(c["met"] for c in results.values())
         and all(v["met"] for v in limits.values()),
     }
@@ -248,7 +584,7 @@ def s1_floor(results: dict) -> float | None:
     baseline) over cp+unzip+rm (S1's), both timed in this run.  No stage can go
     below it, so it says how much room the S1 target leaves on this machine."""
     cat, recipe = results.get("S1f", {}), results.get("S1", {})
-    if "baseline_s_median" not in cat or "baseline_s_median" not in recipe:
+    if cat.get("baseline_s_median") is None or recipe.get("baseline_s_median") is None:
         return None
     return round(cat["baseline_s_median"] / recipe["baseline_s_median"], 4)
 
@@ -257,14 +593,15 @@ def table(doc: dict) -> str:
     """The report as aligned text: ratios and limits against their targets, never times."""
 
     def row(name: str, title: str, value: str, spread: str, target: str, verdict: str) -> str:
-        return f"{name:<7}{title:<34}{value:>7}  {spread:<12}{target:<10}{verdict}"
+        return f"{name:<7}{title:<42}{value:>7}  {spread:<12}{target:<10}{verdict}"
 
     def verdict(met: bool) -> str:
         return "met" if met else "NOT MET"
 
     lines = [
-        f"colabmagic vs shell recipes: {doc['files']:,} files, simulated Drive profile "
-        f"{doc['profile']!r}, {doc['pairs']} A/B pairs, ratio = colabmagic time / baseline time",
+        f"colabmagic vs shell recipes and peers: {doc['files']:,} {doc['data']} files, simulated "
+        f"Drive profile {doc['profile']!r}, {doc['pairs']} rounds, ratio = colabmagic time / "
+        "baseline time (peer cases: medians over the fastest peer's median)",
         row("case", "colabmagic / baseline", "median", "min-max", "target", ""),
     ]
     for name, c in doc["cases"].items():
@@ -274,24 +611,51 @@ def table(doc: dict) -> str:
             continue
         spread = f"{c['ratio_min']:.2f}-{c['ratio_max']:.2f}"
         median = f"{c['ratio_median']:.2f}"
-        lines.append(row(name, c["title"], median, spread, target, verdict(c["met"])))
+        shown = verdict(c["met"])
+        if "best_peer" in c:
+            shown += f" (best peer: {c['best_peer']})"
+        lines.append(row(name, c["title"], median, spread, target, shown))
+        for peer, p in c.get("peers", {}).items():
+            if "not_installed" in p:
+                lines.append(
+                    row("", f"  peer {peer}", "-", "", "", f"not installed: {p['not_installed']}")
+                )
+            elif "error" in p:
+                lines.append(row("", f"  peer {peer}", "-", "", "", f"FAILED: {p['error']}"))
+            else:
+                ratio = c["colabmagic_s_median"] / p["seconds_median"]
+                lines.append(row("", f"  vs {peer}", f"{ratio:.2f}", "", "", ""))
     if doc.get("s1_floor") is not None:
         title = "S1 if staging cost one read"
         lines.append(row("floor", title, f"{doc['s1_floor']:.2f}", "", "", "(cat / S1 recipe)"))
     rss, imp = doc["limits"]["peak_rss_mb"], doc["limits"]["import_ms"]
     shown = "-" if rss["value"] is None else f"{rss['value']:.0f} MB"
     target = f"≤ {rss['target']} MB"
-    lines.append(row("RSS", "peak RSS of the S1 stage", shown, "", target, verdict(rss["met"])))
+    lines.append(
+        row("RSS", "peak RSS of the zip stage (CLI)", shown, "", target, verdict(rss["met"]))
+    )
     shown, target = f"{imp['value']:.1f} ms", f"≤ {imp['target']} ms"
     lines.append(
         row("import", "import colabmagic, self time", shown, "", target, verdict(imp["met"]))
     )
     if not doc["page_cache_dropped"]:
-        lines.append("(not root: the page cache was not dropped between runs)")
+        lines.append("(the page cache was not dropped between runs)")
+    lines.append(f"(load average at the end: {' '.join(map(str, doc['load_average']))})")
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
+
+
+def sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",")]
+    except ValueError:
+        message = f"not a number or a comma list of numbers: {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be at least 1")
+    return sizes
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -299,9 +663,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
-        "--files", type=int, default=10_000, help="files in the set (default 10,000)"
+        "--files",
+        type=sizes,
+        default=[10_000],
+        metavar="N[,N...]",
+        help="files in the set (default 10,000); a comma list (10000,100000,1000000) runs "
+        "the scale benchmark instead (benchmarks.scale)",
     )
-    parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per case (default 3)")
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="rounds per case (default 3; scale mode 1)"
+    )
     parser.add_argument(
         "--profile",
         default="bench",
@@ -310,49 +681,130 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--data",
+        default="random",
+        choices=data.KINDS,
+        help="random: nothing compresses, as JPEGs; mixed: half the files XML-like text "
+        "(default random)",
+    )
+    parser.add_argument(
+        "--cache",
         type=Path,
         default=data.default_cache(),
         metavar="DIR",
         help="where built sets are kept (default %(default)s)",
     )
+    parser.add_argument(
+        "--large-mb",
+        type=int,
+        default=LARGE_MB,
+        metavar="MB",
+        help=f"size of S1p's zip, in 10^6 bytes (default {LARGE_MB})",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--cases", default=None, metavar="S1,S2,...", help="run only these cases")
     parser.add_argument("--check", action="store_true", help="exit 1 if any target is not met")
+    parser.add_argument(
+        "--keep-page-cache",
+        action="store_true",
+        help="do not drop the page cache between runs (for tests on a shared machine)",
+    )
     args = parser.parse_args(argv)
-    if args.files < 1 or args.pairs < 1:
-        parser.error("--files and --pairs must be at least 1")
+    if (args.pairs is not None and args.pairs < 1) or args.large_mb < 1:
+        parser.error("--pairs and --large-mb must be at least 1")
     return args
+
+
+def can_drop_caches(args: argparse.Namespace) -> bool:
+    if args.keep_page_cache:
+        print("--keep-page-cache: runs are not cold; ratios for tests only", file=sys.stderr)
+        return False
+    if os.geteuid() != 0:
+        print("not root: the page cache cannot be dropped between runs; going on", file=sys.stderr)
+        return False
+    return True
+
+
+def multistream_missing() -> str | None:
+    from colabmagic.fakedrive import _settings
+
+    return None if MULTISTREAM in _settings.PROFILES else f"profile {MULTISTREAM} not available"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if len(args.files) > 1:
+        from . import scale
+
+        return scale.run(args)
+    if args.pairs is None:
+        args.pairs = 3
     from colabmagic import fakedrive
 
     if reason := fakedrive.available():
         print(f"the benchmark needs the simulated Drive: {reason}", file=sys.stderr)
         return 2
-    drop_caches = os.geteuid() == 0
-    if not drop_caches:
-        print("not root: the page cache cannot be dropped between runs; going on", file=sys.stderr)
-    source = data.dataset(args.data, args.files)
-    results: dict[str, dict] = {}
+    drop_caches = args.drop_caches = can_drop_caches(args)
+    chosen = [c for c in CASES if not args.cases or c.name in args.cases.split(",")]
+    wanted: dict[str, set[str]] = {}
+    for case in chosen:
+        wanted.setdefault(case.group, set()).update(case.runners())
+    found: dict[str, Group] = {}
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="colabmagic-bench-") as work:
-        local = Path(work) / "local"
-        # A space in the Drive's path, as in "My Drive": the recipes must quote it.
-        with fakedrive.mount(source, Path(work) / "Google Drive", profile=args.profile) as root:
-            for case in cases(root):
-                if args.cases and case.name not in args.cases.split(","):
-                    continue
-                print(f"{case.name}: {case.title}", file=sys.stderr)
+        work = Path(work)
+        local = work / "local"
+        warm = warm_set(work / "warm")
+        shared = {n for n in wanted if n != "large"}
+        if shared:
+            source = data.dataset(args.cache, args.files[0], args.data)
+            # A space in the Drive's path, as in "My Drive": the recipes must quote it.
+            with fakedrive.mount(source, work / "Google Drive", profile=args.profile) as root:
+                worker = (
+                    Worker(root, warm) if any("inprocess" in wanted[n] for n in shared) else None
+                )
                 try:
-                    results[case.name] = measure(case, root, local, args.pairs, drop_caches)
-                except BenchError as error:
-                    print(f"  {case.name} failed: {error}", file=sys.stderr)
-                    clear(case, root, local)
-                    results[case.name] = failed(case, error)
-    rss = [results[n].get("colabmagic_peak_rss_mb") for n in ("S1", "S1f") if n in results]
-    rss_mb = next((r for r in rss if r is not None), None)
-    doc = report(results, rss_mb, round(import_ms(), 1), args)
+                    for name, group in groups(root).items():
+                        if name in shared:
+                            print(f"{name}: {', '.join(sorted(wanted[name]))}", file=sys.stderr)
+                            measure(
+                                group, wanted[name], root, local, args.pairs, drop_caches, worker
+                            )
+                            found[name] = group
+                finally:
+                    if worker:
+                        worker.close()
+        if "large" in wanted:
+            if reason := multistream_missing():
+                skipped["large"] = reason
+            else:
+                source = data.large(args.cache, args.large_mb)
+                with fakedrive.mount(source, work / "Google Drive", profile=MULTISTREAM) as root:
+                    worker = Worker(root, warm)
+                    try:
+                        group = large_group(root)
+                        print(f"large: {MULTISTREAM} profile, {args.large_mb} MB", file=sys.stderr)
+                        measure(
+                            group, wanted["large"], root, local, args.pairs, drop_caches, worker
+                        )
+                        found["large"] = group
+                    finally:
+                        worker.close()
+    results = {}
+    for case in chosen:
+        if case.group in skipped:
+            results[case.name] = {
+                "title": case.title,
+                "target": case.target,
+                "group": case.group,
+                "ratio_median": None,
+                "ratio_min": None,
+                "ratio_max": None,
+                "met": False,
+                "error": skipped[case.group],
+            }
+        else:
+            results[case.name] = evaluate(case, found[case.group])
+    doc = report(results, found, round(import_ms(), 1), args)
     print(table(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
