@@ -67,6 +67,8 @@ def test_plan_is_seeded_disjoint_and_streams_the_largest_files():
     assert sum(map(len, parts)) == len(set().union(*parts))  # no file in two passes
     assert plan == measure.plan_sample(list(reversed(entries)), 100, seed=7)
     assert plan.serial != measure.plan_sample(entries, 100, seed=8).serial
+    # The largest file's last 16 MB are for the ranged streams, its front for one stream.
+    assert plan.ranged == (24_000_000, 16_000_000)
 
 
 def test_plan_keeps_large_files_out_of_the_latency_sample():
@@ -78,6 +80,14 @@ def test_plan_keeps_large_files_out_of_the_latency_sample():
     assert plan.stream == (Path("/d/shard0"), Path("/d/shard1"))  # 40 MB >= 32 MB
     assert {p.name for p in plan.serial + plan.parallel} == {f"tiny{i}" for i in range(4)}
     assert len(plan.serial) == 2 and len(plan.parallel) == 2
+    assert plan.ranged == (10_000_000, 10_000_000)  # half of the largest file
+
+
+def test_plan_compares_streams_only_on_a_file_of_8_mb_or_more():
+    big = [(Path("/d/a"), 8_000_000), (Path("/d/b"), 100)]
+    assert measure.plan_sample(big, 10).ranged == (4_000_000, 4_000_000)
+    smaller = [(Path("/d/a"), 7_999_999), (Path("/d/b"), 100)]
+    assert measure.plan_sample(smaller, 10).ranged is None
 
 
 def test_plan_with_few_files():
@@ -238,6 +248,35 @@ def test_every_figure_has_three_significant_figures_in_a_unit_that_fits():
     assert rows["%stage would take"] == "11.0 ms"
     page = _result()._repr_html_()
     assert "9.55 kB/s" in page and "0.00955" not in page
+
+
+def test_one_stream_against_four_is_a_row_of_its_own():
+    assert "streaming, 1 · 4 ranged streams" not in dict(_result().rows())  # not measured
+    ranged = _result(
+        one_stream_mb_s=24.04,
+        ranged_mb_s=93.71,
+        ranged_streams=4,
+        ranged_bytes=15_737_856,
+        ranged_speedup=3.898,
+        best_streams=4,
+    )
+    row = dict(ranged.rows())["streaming, 1 · 4 ranged streams"]
+    assert row == "Drive 24.0 MB/s · 93.7 MB/s (on 15.7 MB): 3.90x"
+    assert "streaming, 1 · 4 ranged streams" in ranged._repr_html_()
+
+
+def test_stream_advice_names_the_flag_only_when_streams_pay():
+    pays = report.advise_streams("train.zip", 24e6, 93.7e6, 4, 93.7 / 24)
+    assert pays == (
+        "On this Drive 4 ranged streams read train.zip 3.90x as fast as one "
+        "(93.7 MB/s, not 24.0 MB/s): %stage --streams 4 reads a large archive that way."
+    )
+    close = report.advise_streams("train.zip", 99.8e6, 98.7e6, 4, 98.7 / 99.8)
+    assert close == (
+        "One stream is enough on this Drive: 4 ranged streams read train.zip at "
+        "98.7 MB/s, 0.989x one stream's 99.8 MB/s."
+    )
+    assert "--streams" not in report.advise_streams("x", 50e6, 60e6, 4, 1.2)
 
 
 def test_the_measured_table_has_no_figure_of_another_precision(drive_root):
@@ -431,6 +470,46 @@ def test_accuracy_on_the_simulated_drive(drive_root, tmp_path):
     assert not result.already_warm
     assert not any("plain folder" in w for w in result.warnings)
     assert result.advice.startswith('Stage it: %stage "My Drive/train" copies it')
+    # No per-stream cap: four ranged streams share the same 40 MB/s as one.
+    print(
+        f"one stream {result.one_stream_mb_s:.1f} MB/s, 4 ranged streams "
+        f"{result.ranged_mb_s:.1f} MB/s on {result.ranged_bytes / 1e6:.1f} MB"
+    )
+    assert result.one_stream_mb_s * 1e6 == pytest.approx(bandwidth, rel=0.15)
+    # Four streams in two processes of Python each feel a busy machine more than one.
+    assert result.ranged_speedup == pytest.approx(1.0, rel=0.25)
+    assert result.ranged_bytes >= 4_000_000 - 4 * 64 * 1024
+    assert result.best_streams == 1 and result.ranged_speedup < report.STREAMS_PAY
+    assert "One stream is enough on this Drive: 4 ranged streams read big" in result.advice
+    assert "--streams" not in result.advice
+
+
+@needs_fuse
+def test_four_ranged_streams_pay_where_drive_caps_each_stream(drive_root, tmp_path):
+    """The multistream profile, with the per-stream cap lowered to keep the test short:
+    one stream gets the cap, four ranged streams about four times as much."""
+    per_stream = 4e6
+    src = tmp_path / "src"
+    train = src / "MyDrive" / "train"
+    write_files(train, random_files(20, (2_000, 6_000)))
+    (train / "train.tar").write_bytes(os.urandom(8_000_000))
+    with fakedrive.mount(src, profile="multistream", per_stream=per_stream) as root:
+        drive.use_root(root)
+        result = colabmagic.timeread("My Drive/train", files=20, quiet=True)
+
+    print(
+        f"per stream {per_stream / 1e6:.0f} MB/s: one stream {result.one_stream_mb_s:.2f} "
+        f"MB/s, 4 ranged streams {result.ranged_mb_s:.2f} MB/s ({result.ranged_speedup:.2f}x)"
+    )
+    assert result.one_stream_mb_s * 1e6 == pytest.approx(per_stream, rel=0.15)
+    assert result.ranged_mb_s * 1e6 == pytest.approx(4 * per_stream, rel=0.2)
+    assert result.ranged_streams == 4 and result.best_streams == 4
+    assert result.ranged_mb_s > result.one_stream_mb_s * report.STREAMS_PAY
+    assert "4 ranged streams read train.tar" in result.advice
+    assert result.advice.endswith("%stage --streams 4 reads a large archive that way.")
+    row = dict(result.rows())["streaming, 1 · 4 ranged streams"]
+    assert row.endswith(f"{report._sig(result.ranged_speedup)}x")
+    assert "%stage --streams 4" in result._repr_html_() and "%stage --streams 4" in str(result)
 
 
 @needs_fuse

@@ -51,6 +51,10 @@ STREAM_MIN_BYTES = 8_000_000  # DESIGN §3: "at least 8 MB read where PATH holds
 STREAM_MAX_BYTES = 32_000_000
 STREAM_MAX_FILES = 32
 STREAM_BUDGET = 8.0
+RANGED_STREAMS = 4
+RANGED_MIN_FILE = 8_000_000  # 4 quarters of at least 1 MB, and as much for one stream
+RANGED_MAX_BYTES = 16_000_000
+RANGED_BUDGET = 4.0  # each of the 4 stops reading after this long
 SAMPLE_MAX_FILE = 16_000_000
 SERIAL_MAX = 30
 SERIAL_MIN = 10
@@ -66,6 +70,9 @@ class Plan:
     stream: tuple[Path, ...]
     serial: tuple[Path, ...]
     parallel: tuple[Path, ...]
+    # The bytes at the end of the largest file (stream[0]) that the 4 ranged streams
+    # read, (offset, length); None when that file is too small to compare.
+    ranged: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,16 @@ class Read:
     first_bytes: int
     first_s: float  # open to the end of the first read
     rest_s: float  # the reads after the first: streaming time
+
+
+@dataclass(frozen=True)
+class Ranged:
+    """The largest file's end read by several streams at once, each its own open."""
+
+    path: Path
+    streams: int
+    nbytes: int  # after each stream's first read
+    seconds: float  # from the first stream's start to the last one's end
 
 
 @dataclass
@@ -96,6 +113,7 @@ class Measured:
     local_serial_wall: float
     local_stream: list[Read]
     failed: list[tuple[Path, OSError]]
+    ranged: Ranged | None = None
 
 
 def plan_sample(entries: list[tuple[Path, int]], files: int, *, seed: int = 0) -> Plan:
@@ -112,11 +130,17 @@ def plan_sample(entries: list[tuple[Path, int]], files: int, *, seed: int = 0) -
             break
         stream.append(path)
         planned += nbytes
+    ranged = None
+    if stream:
+        largest = by_size[0][1]
+        if largest >= RANGED_MIN_FILE:
+            length = min(largest // 2, RANGED_MAX_BYTES)
+            ranged = (largest - length, length)
     taken = set(stream)
     pool = sorted(p for p, n in entries if p not in taken and n <= SAMPLE_MAX_FILE)
     chosen = random.Random(seed).sample(pool, min(files, len(pool)))
     serial_n = min(SERIAL_MAX, (len(chosen) + 1) // 2)
-    return Plan(tuple(stream), tuple(chosen[:serial_n]), tuple(chosen[serial_n:]))
+    return Plan(tuple(stream), tuple(chosen[:serial_n]), tuple(chosen[serial_n:]), ranged)
 
 
 def measure(
@@ -145,10 +169,19 @@ def measure(
             break
         if streamed >= STREAM_MIN_BYTES and time.perf_counter() - t0 > STREAM_BUDGET:
             break
-        r = read(path, STREAM_MAX_BYTES - streamed)
+        limit = STREAM_MAX_BYTES - streamed
+        if plan.ranged is not None and path == plan.stream[0]:
+            limit = min(limit, plan.ranged[0])  # the end is for the ranged streams
+        r = read(path, limit)
         if r is not None:
             stream.append(r)
             streamed += r.nbytes
+    ranged = None
+    if plan.ranged is not None and stream and stream[0].path == plan.stream[0]:
+        try:
+            ranged = read_ranged(plan.stream[0], *plan.ranged, progress)
+        except OSError as error:
+            failed.append((plan.stream[0], error))
     progress.set_postfix(files=len(stream), refresh=False)
 
     serial: list[Read] = []
@@ -203,6 +236,7 @@ def measure(
         local_serial_wall=local_wall,
         local_stream=local_stream,
         failed=failed,
+        ranged=ranged,
     )
 
 
@@ -231,6 +265,48 @@ def read_file(path: Path, buf: bytearray, limit: int | None = None) -> Read:
         first_s=first_done - start,
         rest_s=done - first_done,
     )
+
+
+def read_ranged(
+    path: Path, offset: int, length: int, progress: Any, streams: int = RANGED_STREAMS
+) -> Ranged:
+    """Read LENGTH bytes of PATH from OFFSET with STREAMS threads at once, each one
+    part through its own open file, timing them after each one's first small read."""
+    parts = []
+    step = length // streams
+    for i in range(streams):
+        start = offset + i * step
+        parts.append((start, step if i < streams - 1 else offset + length - start))
+    fds: list[int] = []
+    try:
+        for _ in parts:
+            fds.append(os.open(path, os.O_RDONLY))
+        # Untimed, one after the other: each stream's first read, which carries the
+        # latency of starting a transfer at a new offset, as the single stream's does.
+        firsts = []
+        for fd, (start, size) in zip(fds, parts, strict=True):
+            interrupts.check()
+            firsts.append(len(os.pread(fd, min(FIRST_CHUNK, size), start)))
+        begun = time.perf_counter()
+
+        def rest(i: int) -> int:
+            (start, size), fd = parts[i], fds[i]
+            view = memoryview(bytearray(CHUNK))
+            done = firsts[i]
+            while done < size and time.perf_counter() - begun < RANGED_BUDGET:
+                n = os.preadv(fd, [view[: min(CHUNK, size - done)]], start + done)
+                if not n:
+                    break
+                done += n
+                progress.update(n)
+            return done - firsts[i]
+
+        got = list(interrupts.run_all(rest, range(streams), workers=streams, name="timeread"))
+        seconds = time.perf_counter() - begun
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return Ranged(path=path, streams=streams, nbytes=sum(got), seconds=seconds)
 
 
 def read_parallel(

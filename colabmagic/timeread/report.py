@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ColabMagicError
 from ..results import Result, count, duration, size
-from .measure import SERIAL_MIN, STREAM_MIN_BYTES, Measured, Read
+from .measure import SERIAL_MIN, STREAM_MIN_BYTES, Measured, Ranged, Read
 
 STREAM_MEASURABLE = 1_000_000  # below this after the first reads, no MB/s is given
 # Used for the %stage estimate only when PATH has no file large enough to stream.
@@ -23,6 +23,9 @@ _ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.zst", ".zip", ".tar
 # Many small files are worth packing into one archive before staging them.
 PACK_MIN_FILES = 100
 PACK_MAX_MEAN_SIZE = 1_000_000
+# Ranged streams pay when they read this much faster than one: beyond what a busy
+# machine or Drive's own jitter makes of two figures of the same rate.
+STREAMS_PAY = 1.25
 
 
 @dataclass(frozen=True, repr=False)
@@ -56,6 +59,14 @@ class TimeReadResult(Result):
     already_warm: bool = False
     warnings: tuple[str, ...] = ()
     seconds: float = 0.0
+    # The largest file read by one stream (its front part) and by `ranged_streams`
+    # ranged streams at once (its end, `ranged_bytes`); None where it holds < 8 MB.
+    one_stream_mb_s: float | None = None
+    ranged_mb_s: float | None = None
+    ranged_streams: int = 0
+    ranged_bytes: int = 0
+    ranged_speedup: float | None = None  # ranged_mb_s / one_stream_mb_s
+    best_streams: int | None = None  # the faster: ranged_streams, or 1 when close
 
     title = "%timeread"
 
@@ -102,6 +113,14 @@ class TimeReadResult(Result):
                 f"local disk {_bandwidth(self.local_mb_s)}",
             )
         )
+        if self.ranged_speedup is not None:
+            rows.append(
+                (
+                    f"streaming, 1 · {self.ranged_streams} ranged streams",
+                    f"Drive {_bandwidth(self.one_stream_mb_s)} · {_bandwidth(self.ranged_mb_s)} "
+                    f"(on {size(self.ranged_bytes)}): {_sig(self.ranged_speedup)}x",
+                )
+            )
         rows.append(
             (
                 "epoch over PATH, one reader",
@@ -253,6 +272,15 @@ def summarise(
         stage=stage_estimate,
         stage_folder=stage_folder,
     )
+    one_stream = _stream_rate(m.stream[:1]) if m.ranged is not None else None
+    ranged = _ranged_rate(m.ranged)
+    speedup = best = None
+    if one_stream is not None and ranged is not None:
+        speedup = ranged / one_stream
+        best = m.ranged.streams if speedup >= STREAMS_PAY else 1
+        advice += " " + advise_streams(
+            m.ranged.path.name, one_stream, ranged, m.ranged.streams, speedup
+        )
     return TimeReadResult(
         files_sampled=len(m.stream) + len(m.serial) + len(m.parallel),
         drive_p50_s=p50,
@@ -281,6 +309,12 @@ def summarise(
         already_warm=already_warm,
         warnings=tuple(warnings),
         seconds=seconds,
+        one_stream_mb_s=one_stream / 1e6 if one_stream is not None else None,
+        ranged_mb_s=ranged / 1e6 if ranged is not None else None,
+        ranged_streams=m.ranged.streams if m.ranged is not None else 0,
+        ranged_bytes=m.ranged.nbytes if m.ranged is not None else 0,
+        ranged_speedup=speedup,
+        best_streams=best,
     )
 
 
@@ -296,6 +330,28 @@ def _stream_rate(reads: list[Read]) -> float | None:
     if nbytes < STREAM_MEASURABLE or seconds <= 0:
         return None
     return nbytes / seconds
+
+
+def _ranged_rate(ranged: Ranged | None) -> float | None:
+    """Bytes/s of the ranged streams together; None when too little was read to say."""
+    if ranged is None or ranged.nbytes < STREAM_MEASURABLE or ranged.seconds <= 0:
+        return None
+    return ranged.nbytes / ranged.seconds
+
+
+def advise_streams(name: str, one: float, ranged: float, streams: int, speedup: float) -> str:
+    """One sentence: whether ranged readers beat one stream here (rates in bytes/s)."""
+    one_text, ranged_text = _bandwidth(one / 1e6), _bandwidth(ranged / 1e6)
+    if speedup >= STREAMS_PAY:
+        return (
+            f"On this Drive {streams} ranged streams read {name} {_sig(speedup)}x as fast "
+            f"as one ({ranged_text}, not {one_text}): %stage --streams {streams} reads a "
+            "large archive that way."
+        )
+    return (
+        f"One stream is enough on this Drive: {streams} ranged streams read {name} at "
+        f"{ranged_text}, {_sig(speedup)}x one stream's {one_text}."
+    )
 
 
 def _epoch(
