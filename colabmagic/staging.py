@@ -284,14 +284,85 @@ def _marker_path(dest: Path, source: Path) -> Path:
 
 def _read_marker(path: Path) -> dict | None:
     try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
+        return None
+    at = text.find(_MANIFEST_KEY)
+    if at >= 0:
+        # The manifest (a million paths, maybe) is read into a compact Manifest as it
+        # is parsed, not into a dict of lists first.
+        try:
+            manifest, end = _scan_manifest(text, at + len(_MANIFEST_KEY))
+            head, tail = text[:at], text[end:]
+            if head.endswith(","):
+                head = head[:-1]
+            elif tail.startswith(","):
+                tail = tail[1:]
+            marker = json.loads(head + tail)
+            if isinstance(marker, dict) and "manifest" not in marker:
+                marker["manifest"] = manifest
+                return marker
+        except (ValueError, IndexError):
+            pass  # not as _write_marker writes it: json reads it whole
+    try:
+        marker = json.loads(text)
+    except ValueError:
         return None
     return marker if isinstance(marker, dict) else None
 
 
+_MANIFEST_KEY = '"manifest":{'
+
+
+def _scan_manifest(text: str, pos: int):
+    """The Manifest whose members start at POS in TEXT, and the index past its "}"."""
+    import re
+    from json.decoder import scanstring
+
+    from .unpack.place import Manifest
+
+    record = re.compile(r'\["([dfl])",(\d+),(-?\d+)\]')
+    manifest = Manifest()
+    if text[pos] == "}":
+        return manifest, pos + 1
+    while True:
+        if text[pos] != '"':
+            raise ValueError(pos)
+        rel, pos = scanstring(text, pos + 1)
+        found = record.match(text, pos + 1) if text[pos] == ":" else None
+        if found is None:
+            raise ValueError(pos)
+        manifest.set(rel, [found[1], int(found[2]), int(found[3])])
+        pos = found.end()
+        if text[pos] == "}":
+            return manifest, pos + 1
+        if text[pos] != ",":
+            raise ValueError(pos)
+        pos += 1
+
+
 def _write_marker(path: Path, marker: dict) -> None:
-    fsio.write_text_atomic(path, json.dumps(marker, separators=(",", ":")))
+    """MARKER as JSON at PATH.  Its manifest, a Manifest or (made, previous) whose
+    union it records, is written last and a few thousand paths at a time."""
+    from .unpack.place import Manifest
+
+    recorded = marker.get("manifest")
+    if not isinstance(recorded, (Manifest, tuple)):
+        fsio.write_text_atomic(path, json.dumps(marker, separators=(",", ":")))
+        return
+    made, previous = recorded if isinstance(recorded, tuple) else (recorded, {})
+    head = json.dumps({k: v for k, v in marker.items() if k != "manifest"}, separators=(",", ":"))
+    with fsio.atomic_write(path) as out:
+        fsio.write_all(out, (head[:-1] + ("," if len(head) > 2 else "") + _MANIFEST_KEY).encode())
+        chunks = Manifest.of(made).json_chunks()
+        if previous:
+            import itertools
+
+            older = Manifest.of(previous).json_chunks(skip=made)
+            chunks = itertools.chain(chunks, older)
+        for n, chunk in enumerate(chunks):
+            fsio.write_all(out, ("," if n else "").encode() + chunk.encode())
+        fsio.write_all(out, b"}}")
 
 
 def _restore_marker(path: Path, marker: dict | None) -> None:
@@ -323,10 +394,10 @@ def _fingerprint(source: Path) -> dict:
 def _intact(dest: Path, marker: dict) -> bool:
     """Whether everything MARKER says was staged is still in DEST as it was left: each
     path's kind, and each file's size and mtime (one lstat per path, no reads)."""
-    from .unpack.place import describe
+    from .unpack.place import Manifest, describe
 
     recorded = marker.get("manifest")
-    if not isinstance(recorded, dict):  # an older marker: its entries are there
+    if not isinstance(recorded, (dict, Manifest)):  # an older marker: its entries are there
         return all(os.path.lexists(dest / name) for name in marker.get("entries", []))
     base = os.fspath(dest) + os.sep  # strings, not Paths: 10,000 of them, at once
     for rel, seen in recorded.items():
@@ -340,12 +411,12 @@ def _intact(dest: Path, marker: dict) -> bool:
 
 def _claims(marker: dict | None, force: bool):
     """What this stage may replace: what the previous stage of its source made."""
-    from .unpack.place import Claims
+    from .unpack.place import Claims, Manifest
 
     if marker is None:
         return Claims(force=force)
     recorded = marker.get("manifest")
-    if isinstance(recorded, dict):
+    if isinstance(recorded, (dict, Manifest)):
         return Claims(ours=recorded, force=force)
     return Claims(tops=set(marker.get("entries", [])), force=force)
 
@@ -537,16 +608,16 @@ def _move_into_place(work, dest, outcome, claims, marker_path, previous, record)
         # Journal first: should the process die during the moves, the next run knows
         # these paths are ours and replaces them instead of refusing.
         entries=outcome.names,
-        manifest={**claims.ours, **made},
+        manifest=(made, claims.ours),  # the union: made, and what was ours before
         staged_at=time.time(),
         state="moving",
     )
     _write_marker(marker_path, record)
     try:
         with Transaction(work, dest, dest / STATE_DIR, claims) as transaction:
-            transaction.expected = set(made)
+            transaction.expected = made
             transaction.place(outcome.names)
-            transaction.remove_stale(set(made))
+            transaction.remove_stale(made)
             placed = transaction.commit()
     except BaseException:
         _restore_marker(marker_path, previous)

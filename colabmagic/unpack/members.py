@@ -111,7 +111,7 @@ _hash = hash  # str's own (SipHash) hash; a test swaps in one that collides
 
 
 def encode(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
+    return name.encode("utf-8", "surrogatepass")  # any str, back as it was
 
 
 class NameTable:
@@ -138,7 +138,7 @@ class NameTable:
         return bytes(self.blob[self.ends[i - 1] if i else 0 : self.ends[i]])
 
     def name(self, i: int) -> str:
-        return self.name_bytes(i).decode("utf-8", "surrogateescape")
+        return self.name_bytes(i).decode("utf-8", "surrogatepass")
 
     def find(self, name: str) -> int:
         """The number of NAME, or -1."""

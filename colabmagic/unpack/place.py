@@ -26,13 +26,14 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import interrupts
 from ..errors import ColabMagicError
-from .members import shown
+from .members import NameTable, shown
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -112,7 +113,7 @@ class Claims:
     under them may be replaced, but is kept.
     """
 
-    ours: dict[str, list] = field(default_factory=dict)
+    ours: Mapping[str, list] = field(default_factory=dict)  # a dict or a Manifest
     tops: set[str] = field(default_factory=set)
     force: bool = False
 
@@ -136,19 +137,86 @@ def describe(st: os.stat_result) -> list:
     return [kind, st.st_size, st.st_mtime_ns]
 
 
-def manifest(work: Path, names: list[str]) -> dict[str, list]:
+class Manifest:
+    """Path -> [kind, size, mtime_ns] of every path a stage made, as `describe`
+    records them, in flat arrays: a stage of a million files keeps a million of
+    these, which as a dict of lists took about 250 bytes each."""
+
+    def __init__(self) -> None:
+        self.names = NameTable()  # its kind byte holds "d", "f" or "l"
+        self.sizes = array("Q")
+        self.mtimes = array("q")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self.names.name, range(len(self.names)))
+
+    def __contains__(self, rel: object) -> bool:
+        return isinstance(rel, str) and self.names.find(rel) >= 0
+
+    def _record(self, i: int) -> list:
+        return [chr(self.names.kinds[i]), self.sizes[i], self.mtimes[i]]
+
+    def get(self, rel: str, default=None):
+        i = self.names.find(rel)
+        return default if i < 0 else self._record(i)
+
+    def items(self) -> Iterator[tuple[str, list]]:
+        for i in range(len(self.names)):
+            yield self.names.name(i), self._record(i)
+
+    def set(self, rel: str, record: list) -> None:
+        kind, size, mtime = record
+        i = self.names.find(rel)
+        if i < 0:
+            self.names.add(rel, ord(kind))
+            self.sizes.append(size)
+            self.mtimes.append(mtime)
+        else:
+            self.names.kinds[i], self.sizes[i], self.mtimes[i] = ord(kind), size, mtime
+
+    @classmethod
+    def of(cls, recorded: Mapping[str, list]) -> Manifest:
+        """RECORDED (a dict read from a marker) as a Manifest."""
+        if isinstance(recorded, Manifest):
+            return recorded
+        found = cls()
+        for rel, record in recorded.items():
+            found.set(rel, record)
+        return found
+
+    def json_chunks(self, skip: Mapping[str, list] | None = None) -> Iterator[str]:
+        """The members of a JSON object of these records, a few thousand at a time,
+        to be joined with commas and put in braces; paths in SKIP are left out."""
+        import json
+
+        dumps = json.dumps
+        names, kinds, sizes, mtimes = self.names, self.names.kinds, self.sizes, self.mtimes
+        for start in range(0, len(names), 4096):
+            part = []
+            for i in range(start, min(start + 4096, len(names))):
+                rel = names.name(i)
+                if skip is None or rel not in skip:
+                    part.append(f'{dumps(rel)}:["{chr(kinds[i])}",{sizes[i]},{mtimes[i]}]')
+            if part:
+                yield ",".join(part)
+
+
+def manifest(work: Path, names: list[str]) -> Manifest:
     """Every path under WORK's top-level NAMES, as `describe` records it."""
-    found: dict[str, list] = {}
+    found = Manifest()
+    base = os.fspath(work) + os.sep  # strings, not Paths: a million of them
     for name in names:
-        top = work / name
-        st = os.lstat(top)
-        found[name] = describe(st)
+        st = os.lstat(base + name)
+        found.set(name, describe(st))
         if not stat.S_ISDIR(st.st_mode):
             continue
-        for dirpath, dirnames, filenames in os.walk(top):
-            rel = os.path.relpath(dirpath, work)
+        for dirpath, dirnames, filenames in os.walk(base + name):
+            rel = dirpath[len(base) :]
             for child in dirnames + filenames:
-                found[f"{rel}/{child}"] = describe(os.lstat(os.path.join(dirpath, child)))
+                found.set(f"{rel}/{child}", describe(os.lstat(f"{dirpath}/{child}")))
     return found
 
 
@@ -177,7 +245,7 @@ class Transaction:
         self.result = Placed()
         # The work folder's paths: an undo leaves in place a folder the user has
         # written into since it was moved there (undoing it would take their file).
-        self.expected: set[str] | None = None
+        self.expected: Manifest | set[str] | None = None
         self._made_dirs: set[Path] = set()
 
     def __enter__(self) -> Transaction:
@@ -328,7 +396,7 @@ class Transaction:
 
     # ----------------------------------------------------------------- ending
 
-    def remove_stale(self, new: set[str]) -> None:
+    def remove_stale(self, new: Manifest | set[str]) -> None:
         """Remove what the previous stage created and this one (whose paths are NEW)
         did not: only entries exactly as that stage left them (an edited file is the
         user's now), and folders once they are empty."""
@@ -505,4 +573,13 @@ def _lookup(work: Path, dest: Path, parts: list[str]) -> tuple[str | None, str]:
     return None, ""
 
 
-__all__ = ["Claims", "Conflict", "Placed", "Transaction", "check_links", "manifest", "shown"]
+__all__ = [
+    "Claims",
+    "Conflict",
+    "Manifest",
+    "Placed",
+    "Transaction",
+    "check_links",
+    "manifest",
+    "shown",
+]
