@@ -716,11 +716,7 @@ def _unpack(
             plan.add(unpack.Member(source.name, "file"))
             _preflight(work, reader.size)  # the copy is written from the first chunk on
             keep = cleanup.enter_context(fsio.create_file(work / source.name))
-        streams = ranged.chosen(options.streams, reader)
-        parallel = None
-        if streams > 1 and reader.size > ranged.SEGMENT:
-            # N ranged readers, handed on in order: the unpacker still sees one stream.
-            parallel = cleanup.enter_context(ranged.Ranged(reader, streams))
+        parallel = _ranged(reader, options, cleanup)
         arriving = iter(parallel) if parallel is not None else reader.chunks()
 
         def raw_chunks():
@@ -801,6 +797,16 @@ def _unpack(
     return outcome
 
 
+def _ranged(reader: SourceFile, options: _Options, cleanup):
+    """N ranged readers of READER's file (`ranged.chosen` says how many), closed by
+    CLEANUP; None when one stream reads it.  Handed on in order: whoever consumes
+    the bytes still sees one stream."""
+    streams = ranged.chosen(options.streams, reader)
+    if streams < 2 or reader.size <= ranged.SEGMENT:
+        return None
+    return cleanup.enter_context(ranged.Ranged(reader, streams))
+
+
 # --------------------------------------------------------------------------- files, folders
 
 
@@ -825,7 +831,12 @@ def _copy_file(source: Path, work: Path, options: _Options, check_top) -> _Outco
         progress = cleanup.enter_context(
             closing(bar(reader.size, f"stage {source.name}", quiet=options.quiet))
         )
-        chunks = cleanup.enter_context(Prefetch(reader.chunks()))
+        parallel = _ranged(reader, options, cleanup)
+        # Ranged reads in threads of its own; one stream needs Prefetch's thread.
+        if parallel is not None:
+            chunks = iter(parallel)
+        else:
+            chunks = cleanup.enter_context(Prefetch(reader.chunks()))
         written = fsio.copy_chunks(hashed(chunks), out, on_chunk=progress.update)
     st = source.stat()
     os.utime(work / source.name, ns=(st.st_atime_ns, st.st_mtime_ns))

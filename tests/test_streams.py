@@ -156,6 +156,19 @@ def test_four_streams_stage_the_same_bytes_as_one(ip, drive_root, tmp_path, made
     assert readers_alive() == []
 
 
+def test_a_large_plain_file_is_copied_with_four_streams(ip, drive_root, tmp_path, made):
+    data = random.Random(11).randbytes(3 * MB + 5)
+    (drive_root / "MyDrive" / "weights.bin").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    target = user_folder(tmp_path / "target")
+    line = f'"My Drive/weights.bin" --to "{target}" --streams 4 --sha256 {digest}'
+    result = ip.run_line_magic("stage", line)
+    assert result.action == "staged" and result.bytes == len(data)
+    assert (target / "weights.bin").read_bytes() == data
+    assert [reader.streams for reader in made] == [4]
+    assert readers_alive() == []
+
+
 def test_streams_out_of_range_are_a_one_line_error(ip, drive_root, workdir):
     (drive_root / "MyDrive" / "a.zip").write_bytes(build_zip({"a.txt": b"a"}))
     for bad in ("0", "17", "-1"):
@@ -281,13 +294,17 @@ def press_ctrl_c_when(condition) -> threading.Thread:
 
 
 @needs_fakedrive
-@pytest.mark.parametrize("name", ["data.zip", "data.tar.gz"])
+@pytest.mark.parametrize("name", ["data.zip", "data.tar.gz", "weights.bin"])
 def test_ctrl_c_mid_read_leaves_dir_as_it_was_and_no_reader_alive(
     faults, tmp_path, made, sigint, name
 ):
     src, root = faults
     files = mixed_files(seed=6)
-    archive = ARCHIVES[name](files)
+    if name in ARCHIVES:
+        archive = ARCHIVES[name](files)
+    else:  # a plain file: the ranged readers feed the copy in the main thread
+        archive = b"".join(files.values())
+        files = {name: archive}
     (src / name).write_bytes(archive)
     fakedrive.configure(root, profile="bench", bandwidth=2 * MB)  # about 1.5 s to read
     target = user_folder(tmp_path / "target")
