@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--profile",
-        choices=["colab", "bench", "fast", "none"],
+        choices=["colab", "bench", "multistream", "fast", "none"],
         default="bench",
         metavar="PROFILE",
-        help="how slow the simulated Drive is: colab, bench, fast or none (default: bench)",
+        help="how slow the simulated Drive is: colab, bench, multistream, fast or none "
+        "(default: bench)",
     )
     return parser
 

@@ -231,10 +231,11 @@ COMMANDS: dict[str, tuple[str, list[Arg]]] = {
             (
                 ("--profile",),
                 {
-                    "choices": ["colab", "bench", "fast", "none"],
+                    "choices": ["colab", "bench", "multistream", "fast", "none"],
                     "default": None,
                     "metavar": "PROFILE",
-                    "help": "with --fake: how slow, colab, bench, fast or none (default: bench)",
+                    "help": "with --fake: how slow, colab, bench, multistream, fast or none "
+                    "(default: bench)",
                 },
             ),
             (

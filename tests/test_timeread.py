@@ -476,7 +476,7 @@ def test_accuracy_on_the_simulated_drive(drive_root, tmp_path):
         f"{result.ranged_mb_s:.1f} MB/s on {result.ranged_bytes / 1e6:.1f} MB"
     )
     assert result.one_stream_mb_s * 1e6 == pytest.approx(bandwidth, rel=0.15)
-    # Four streams in two processes of Python each feel a busy machine more than one.
+    # As below: four readers feel a busy machine more than one.
     assert result.ranged_speedup == pytest.approx(1.0, rel=0.25)
     assert result.ranged_bytes >= 4_000_000 - 4 * 64 * 1024
     assert result.best_streams == 1 and result.ranged_speedup < report.STREAMS_PAY
@@ -485,24 +485,29 @@ def test_accuracy_on_the_simulated_drive(drive_root, tmp_path):
 
 
 @needs_fuse
-def test_four_ranged_streams_pay_where_drive_caps_each_stream(drive_root, tmp_path):
+def test_four_ranged_streams_pay_where_drive_caps_each_stream(ip, tmp_path):
     """The multistream profile, with the per-stream cap lowered to keep the test short:
     one stream gets the cap, four ranged streams about four times as much."""
     per_stream = 4e6
-    src = tmp_path / "src"
-    train = src / "MyDrive" / "train"
+    folder = tmp_path / "d"
+    train = folder / "MyDrive" / "train"
     write_files(train, random_files(20, (2_000, 6_000)))
     (train / "train.tar").write_bytes(os.urandom(8_000_000))
-    with fakedrive.mount(src, profile="multistream", per_stream=per_stream) as root:
-        drive.use_root(root)
-        result = colabmagic.timeread("My Drive/train", files=20, quiet=True)
+    root = ip.run_line_magic("drive", f"--fake {folder} --profile multistream").root
+    try:
+        assert fakedrive.status(root)["settings"]["per_stream"] == 25e6
+        fakedrive.configure(root, per_stream=per_stream)
+        result = ip.run_line_magic("timeread", '"My Drive/train" --files 20')
+    finally:
+        ip.run_line_magic("drive", "--unmount")
 
     print(
         f"per stream {per_stream / 1e6:.0f} MB/s: one stream {result.one_stream_mb_s:.2f} "
         f"MB/s, 4 ranged streams {result.ranged_mb_s:.2f} MB/s ({result.ranged_speedup:.2f}x)"
     )
     assert result.one_stream_mb_s * 1e6 == pytest.approx(per_stream, rel=0.15)
-    assert result.ranged_mb_s * 1e6 == pytest.approx(4 * per_stream, rel=0.2)
+    # Four readers and four server threads feel a busy machine more than one does.
+    assert result.ranged_mb_s * 1e6 == pytest.approx(4 * per_stream, rel=0.25)
     assert result.ranged_streams == 4 and result.best_streams == 4
     assert result.ranged_mb_s > result.one_stream_mb_s * report.STREAMS_PAY
     assert "4 ranged streams read train.tar" in result.advice
@@ -542,3 +547,28 @@ def test_local_copies_may_not_go_into_drive(ip, tmp_path):
             ip.run_line_magic("timeread", f'"My Drive/train" --local {root}/MyDrive/tmp')
     finally:
         ip.run_line_magic("drive", "--unmount")
+
+
+@needs_fuse
+def test_a_failing_ranged_read_leaves_the_other_figures(drive_root, tmp_path):
+    src = tmp_path / "src"
+    train = src / "MyDrive" / "train"
+    write_files(train, random_files(6, (2_000, 6_000)))
+    (train / "train.tar").write_bytes(os.urandom(8_000_000))
+    with fakedrive.mount(
+        src,
+        profile="fast",
+        fail_after=6_000_000,  # in the end, which only the ranged streams read
+        fail_path="MyDrive/train/train.tar",
+        fail_always=True,
+    ) as root:
+        drive.use_root(root)
+        result = colabmagic.timeread("My Drive/train", files=6, quiet=True)
+
+    assert result.ranged_mb_s is None and result.best_streams is None
+    assert result.one_stream_mb_s is None and "ranged" not in result.advice
+    assert result.drive_mb_s > 0 and result.stream_files == 1
+    assert "streaming, 1 · 4 ranged streams" not in dict(result.rows())
+    (note,) = [w for w in result.warnings if "ranged" in w]
+    assert note == "4 ranged streams not measured: reading train.tar failed (Input/output error)"
+    assert not any("could not be read" in w for w in result.warnings)

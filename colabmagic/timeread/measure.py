@@ -181,7 +181,11 @@ def measure(
         try:
             ranged = read_ranged(plan.stream[0], *plan.ranged, progress)
         except OSError as error:
-            failed.append((plan.stream[0], error))
+            # Not a file left out of the figures: only the comparison is.
+            warnings.append(
+                f"{RANGED_STREAMS} ranged streams not measured: reading "
+                f"{plan.stream[0].name} failed ({error.strerror or error})"
+            )
     progress.set_postfix(files=len(stream), refresh=False)
 
     serial: list[Read] = []
