@@ -288,12 +288,16 @@ import json, os, shutil, sys, tempfile, time
 import colabmagic
 from colabmagic import drive
 
+# Answers go to the original stdout; whatever the stage prints goes to stderr.
+answers = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+sys.stdout = sys.stderr
 drive.use_root(sys.argv[1])
 for src in sys.argv[2:]:
     dest = tempfile.mkdtemp(prefix="warm-")
     colabmagic.stage(src, dest, quiet=True)
     shutil.rmtree(dest)
-print(json.dumps({"ready": os.getpid()}), flush=True)
+print(json.dumps({"ready": os.getpid()}), file=answers, flush=True)
 for line in sys.stdin:
     ask = json.loads(line)
     try:
@@ -304,7 +308,7 @@ for line in sys.stdin:
         answer = {"seconds": time.perf_counter() - started}
     except Exception as error:
         answer = {"error": f"{type(error).__name__}: {error}"}
-    print(json.dumps(answer), flush=True)
+    print(json.dumps(answer), file=answers, flush=True)
 """
 
 
