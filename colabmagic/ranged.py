@@ -124,6 +124,8 @@ class Ranged:
             while (index := self._claim()) is not None:
                 parts = self._read(reader, index)
                 with self._cond:
+                    if self._stopped:  # nobody will take it: let it go now
+                        return
                     self._slots[index] = parts
                     self._cond.notify_all()
         except _Stopped:
