@@ -126,7 +126,7 @@ class NameTable:
 
     def __init__(self) -> None:
         self.blob = bytearray()
-        self.ends = array("Q")  # end of each name in blob (its start: the end before)
+        self.ends = array("I")  # end of each name in blob (its start: the end before)
         self.hashes = array("q")
         self.kinds = array("B")
         self._slots = array("I", [_EMPTY]) * 1024  # member numbers, open addressing
@@ -152,7 +152,11 @@ class NameTable:
         assert found < 0, name
         number = len(self.ends)
         self.blob += key
-        self.ends.append(len(self.blob))
+        try:
+            self.ends.append(len(self.blob))
+        except OverflowError:  # names past 4 GiB: 64-bit ends from now on
+            self.ends = array("Q", self.ends)
+            self.ends.append(len(self.blob))
         self.hashes.append(h)
         self.kinds.append(kind)
         self._slots[slot] = number
