@@ -156,6 +156,20 @@ def test_four_streams_stage_the_same_bytes_as_one(ip, drive_root, tmp_path, made
     assert readers_alive() == []
 
 
+def test_keep_archive_with_four_streams_keeps_the_archive_byte_for_byte(
+    ip, drive_root, tmp_path, made
+):
+    files = mixed_files(seed=12)
+    archive = ARCHIVES["data.tar.gz"](files)
+    (drive_root / "MyDrive" / "kept.tar.gz").write_bytes(archive)
+    target = user_folder(tmp_path / "target")
+    line = f'"My Drive/kept.tar.gz" --to "{target}" --streams 3 --keep-archive'
+    assert ip.run_line_magic("stage", line).action == "staged"
+    assert (target / "kept.tar.gz").read_bytes() == archive
+    assert contents(target) == as_contents(files, **SENTINEL, **{"kept.tar.gz": archive})
+    assert [reader.streams for reader in made] == [3]
+
+
 def test_a_large_plain_file_is_copied_with_four_streams(ip, drive_root, tmp_path, made):
     data = random.Random(11).randbytes(3 * MB + 5)
     (drive_root / "MyDrive" / "weights.bin").write_bytes(data)
