@@ -35,17 +35,19 @@ def tar_members(stream: Stream) -> Iterator[tuple[Member, int]]:
         raise
     except Exception as error:  # ReadError, ValueError, OverflowError, UnicodeError, ...
         raise Refused(_not_a_tar(head) or f"not a valid tar archive: {error}") from None
-    iterator = iter(archive)
     last = None
     while True:
         try:
-            info = next(iterator)
-        except StopIteration:
-            break
+            info = archive.next()
         except ColabMagicError:
             raise
         except Exception as error:
             raise Refused(f"not a valid tar archive: {error}") from None
+        # tarfile keeps every TarInfo it read in `members` (a million archive members
+        # were most of a gigabyte); the Plan holds what is needed of each, compactly.
+        archive.members.clear()
+        if info is None:
+            break
         last = info.name
         member = _tar_member(info)
         if member is not None:
