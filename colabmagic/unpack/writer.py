@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from .. import interrupts
 from ..errors import ColabMagicError
-from ..fsio import create_file, write_all
+from ..fsio import WriteBack, create_file, write_all
 from .members import PATH_MAX, Member, Refused, shown
 
 # Members up to this size are checked whole (size, CRC) by the unpacking thread and
@@ -44,6 +44,8 @@ class Writer:
 
     def __init__(self, top: Path, *, budget: int | None = None) -> None:
         self.top = top
+        self._prefix = os.path.join(os.fspath(top), "")  # str paths: pathlib costs per member
+        self._writeback = WriteBack(top)
         self.budget = budget  # bytes the disk can still take; None = unchecked
         self.written = 0
         self.files = 0
@@ -52,7 +54,7 @@ class Writer:
         self._pool = None
         self._threads = ExitStack()
         self._pending: deque = deque()
-        self._batch: list[tuple[Path, list, bool, str]] = []
+        self._batch: list[tuple[str, list, bool, str]] = []
         self._batch_bytes = 0
 
     def __enter__(self) -> Writer:
@@ -61,9 +63,10 @@ class Writer:
     def __exit__(self, *exc: object) -> None:
         self._threads.close()  # cancels what has not started, waits for the rest
 
-    def _path(self, name: str) -> Path:
-        path = self.top / name
-        if len(os.fsencode(path)) >= PATH_MAX:
+    def _path(self, name: str) -> str:
+        path = self._prefix + name
+        # A str of N characters encodes to at most 4N bytes: most paths need no encoding.
+        if len(path) * 4 >= PATH_MAX and len(os.fsencode(path)) >= PATH_MAX:
             raise Refused(f"member {shown(name)} makes a path longer than {PATH_MAX} bytes")
         return path
 
@@ -83,8 +86,8 @@ class Writer:
         self._dir(member.name.rpartition("/")[0])
         executable = bool(member.mode & 0o100)
         if member.size <= SMALL_MEMBER:
-            pieces = list(self._counted(member, data))  # every check passes first
-            self._hand_over(path, pieces, executable, member.name)
+            pieces, size = self._gathered(member, data)  # every check passes first
+            self._hand_over(path, pieces, size, executable, member.name)
         else:
             _write_member(path, self._counted(member, data), executable, member.name)
         self.files += 1
@@ -97,24 +100,37 @@ class Writer:
         for piece in data:
             size += len(piece)
             if size > member.size:
-                raise Refused(
-                    f"member {shown(member.name)} is larger than the "
-                    f"{member.size:,} bytes it declares"
-                )
+                _too_large(member)
             if self.budget is not None and self.written + len(piece) > self.budget:
                 # What the disk would say a little later, said before filling it.
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self.written += len(piece)
+            self._writeback.wrote(len(piece))
             yield piece
         if size != member.size:
-            raise Refused(
-                f"member {shown(member.name)} has {size:,} bytes, not the "
-                f"{member.size:,} it declares (truncated or corrupt)"
-            )
+            _wrong_size(member, size)
 
-    def _hand_over(self, path: Path, pieces: list, executable: bool, name: str) -> None:
+    def _gathered(self, member: Member, data: Iterator[memoryview | bytes]) -> tuple[list, int]:
+        """The pieces of a small MEMBER and their size, held to the same limits as
+        `_counted` (one loop, not a generator: it runs once per member)."""
+        pieces = []
+        size = 0
+        for piece in data:
+            size += len(piece)
+            if size > member.size:
+                _too_large(member)
+            if self.budget is not None and self.written + size > self.budget:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            pieces.append(piece)
+        if size != member.size:
+            _wrong_size(member, size)
+        self.written += size
+        self._writeback.wrote(size)
+        return pieces, size
+
+    def _hand_over(self, path: str, pieces: list, size: int, executable: bool, name: str) -> None:
         self._batch.append((path, pieces, executable, name))
-        self._batch_bytes += sum(len(p) for p in pieces)
+        self._batch_bytes += size
         if len(self._batch) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
             self._send_batch()
 
@@ -167,22 +183,37 @@ class Writer:
                     )
 
 
-def _write_batch(batch: list[tuple[Path, list, bool, str]]) -> None:
+def _write_batch(batch: list[tuple[str, list, bool, str]]) -> None:
     for path, pieces, executable, name in batch:
         _write_member(path, pieces, executable, name)
 
 
 def _write_member(
-    path: Path, pieces: Iterable[memoryview | bytes], executable: bool, name: str
+    path: str, pieces: Iterable[memoryview | bytes], executable: bool, name: str
 ) -> None:
     try:  # not `with _disk`: a Ctrl-C as it exits would strand the open file
         out = create_file(path, executable=executable)
     except OSError as error:
         _disk_error(name, error)
     with out:
-        for piece in pieces:
-            with _disk(name):
+        for piece in pieces:  # (an error of the source, read through PIECES, stays its own)
+            try:  # not `with _disk`: a context manager per piece costs more than the write
                 write_all(out, piece)
+            except OSError as error:
+                _disk_error(name, error)
+
+
+def _too_large(member: Member) -> NoReturn:
+    raise Refused(
+        f"member {shown(member.name)} is larger than the {member.size:,} bytes it declares"
+    )
+
+
+def _wrong_size(member: Member, size: int) -> NoReturn:
+    raise Refused(
+        f"member {shown(member.name)} has {size:,} bytes, not the "
+        f"{member.size:,} it declares (truncated or corrupt)"
+    )
 
 
 @contextmanager
