@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .members import MAX_LINK_TARGET, Member, Plan, Refused, check_symlink, clean_name, shown
-from .stream import MAX_PIECE, Stream
+from .stream import MAX_PIECE, Stream, deflate_module
 from .writer import Writer
 
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory
@@ -66,10 +66,16 @@ class ZipEntries(Sequence):
     def __len__(self) -> int:
         return len(self.ends)
 
+    def __iter__(self) -> Iterator[ZipEntry]:
+        for k in range(len(self.ends)):
+            yield self._entry(k if self.order is None else self.order[k])
+
     def __getitem__(self, k: int) -> ZipEntry:  # type: ignore[override]
         if not 0 <= k < len(self.ends):
             raise IndexError(k)
-        i = k if self.order is None else self.order[k]
+        return self._entry(k if self.order is None else self.order[k])
+
+    def _entry(self, i: int) -> ZipEntry:
         raw = self.raw_name(i)
         return ZipEntry(
             self.member(i, raw),
@@ -88,7 +94,8 @@ class ZipEntries(Sequence):
         """Entry I (in directory order) as a Member; its name was vetted when read."""
         info = self.info[i]
         name = _decoded(self.raw_name(i) if raw is None else raw, info & _UTF8)
-        name = "/".join(part for part in name.split("/") if part not in ("", "."))
+        if name.endswith("/") or "//" in name or "/." in name or name.startswith("."):
+            name = "/".join(part for part in name.split("/") if part not in ("", "."))
         if info & _IS_DIR:
             return Member(name, "dir")
         if info & _IS_LINK:
@@ -104,12 +111,14 @@ class ZipEntries(Sequence):
         self.info.append(info)
         self.crcs.append(crc)
         self.offsets.append(offset)
-        for attr, value in (("ends", len(self.blob)), ("csizes", csize), ("usizes", usize)):
-            column = getattr(self, attr)
-            try:
-                column.append(value)
-            except OverflowError:  # past 4 GiB: this column is 64-bit from now on
-                column = array("Q", column)
+        try:
+            self.ends.append(len(self.blob))
+            self.csizes.append(csize)
+            self.usizes.append(usize)
+        except OverflowError:  # past 4 GiB: the 32-bit columns are 64-bit from now on
+            n = len(self.offsets) - 1
+            for attr, value in (("ends", len(self.blob)), ("csizes", csize), ("usizes", usize)):
+                column = array("Q", getattr(self, attr)[:n])
                 column.append(value)
                 setattr(self, attr, column)
 
@@ -458,7 +467,8 @@ def _zip_data(entry: ZipEntry, stream: Stream, zlib) -> Iterator[memoryview | by
     name = entry.member.name
     left = entry.csize
     crc = 0
-    inflate = zlib.decompressobj(-15) if entry.method == 8 else None
+    inflater = deflate_module()  # zlib, or isal's: the CRC stays zlib's (see _crc32)
+    inflate = inflater.decompressobj(-15) if entry.method == 8 else None
     room = entry.member.size + 1  # one byte past the declared size proves a lie
 
     def expand(data: bytes | memoryview) -> bytes:
@@ -466,7 +476,7 @@ def _zip_data(entry: ZipEntry, stream: Stream, zlib) -> Iterator[memoryview | by
             # Never more than MAX_PIECE at once, nor one byte past the declared size:
             # a bomb stops here.  (room is at least 1: a max_length of 0 is "no limit".)
             return inflate.decompress(data, min(room, MAX_PIECE))
-        except zlib.error as error:
+        except inflater.error as error:
             raise Refused(f"member {shown(name)} has corrupt deflate data: {error}") from None
 
     while left > 0:
