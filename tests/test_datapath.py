@@ -140,3 +140,51 @@ def test_a_local_header_with_a_longer_name_than_the_directory_is_named(tmp_path)
         "(a mismatched archive)"
     )
     assert not (tmp_path / "out" / "top").exists()
+
+
+def _deflated(tmp_path):
+    members = {f"top/{i:02d}.xml": b"<a>%d</a>\n" % i * (200 + 500 * i) for i in range(12)}
+    members["top/big.xml"] = b"<b>text</b>\n" * 300_000  # past MAX_PIECE when expanded
+    zipped = write_zip(tmp_path / "a.zip", members, zipfile.ZIP_DEFLATED)
+    tarred = write_tar(tmp_path / "a.tar.gz", members, "w:gz")
+    return members, zipped, tarred
+
+
+def _stage_both(tmp_path, members, zipped, tarred):
+    for n, source in enumerate((zipped, tarred)):
+        out = tmp_path / f"out{n}"
+        colabmagic.stage(source, out, quiet=True)
+        assert {k: v for k, v in contents(out).items() if v != "dir"} == members
+
+
+def test_without_isal_zlib_inflates(tmp_path, monkeypatch):
+    import sys
+    import zlib
+
+    from colabmagic.unpack import stream
+
+    monkeypatch.setitem(sys.modules, "isal", None)  # an import of it fails
+    stream.deflate_module.cache_clear()
+    try:
+        assert stream.deflate_module() is zlib
+        _stage_both(tmp_path, *_deflated(tmp_path))
+    finally:
+        stream.deflate_module.cache_clear()
+
+
+def test_with_isal_the_same_bytes_and_the_same_refusals(tmp_path):
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    from colabmagic.unpack import stream
+
+    stream.deflate_module.cache_clear()
+    assert stream.deflate_module() is isal_zlib
+    members, zipped, tarred = _deflated(tmp_path)
+    _stage_both(tmp_path, members, zipped, tarred)
+    # A member whose deflate data is damaged is refused, by isal's words.
+    data = bytearray(zipped.read_bytes())
+    at = data.index(b"top/05.xml") + len(b"top/05.xml") + 3
+    data[at : at + 8] = b"\xff" * 8
+    zipped.write_bytes(bytes(data))
+    with pytest.raises(ColabMagicError, match="top/05.xml"):
+        colabmagic.stage(zipped, tmp_path / "bad", quiet=True)
+    assert not (tmp_path / "bad" / "top").exists()

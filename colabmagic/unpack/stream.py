@@ -8,6 +8,7 @@ Drive, so that unpacking overlaps with reading and the archive is never stored.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 from ..errors import ColabMagicError
@@ -270,9 +271,8 @@ def _unzstd(dec, data: bytes) -> Iterator[bytes]:
 def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
     """(a new decompressor, the function that expands data with it)."""
     if kind == "gz":
-        import zlib
-
-        return (lambda: zlib.decompressobj(31)), _inflate
+        inflater = deflate_module()
+        return (lambda: inflater.decompressobj(31)), _inflate
     if kind == "bz2":
         import bz2
 
@@ -293,6 +293,21 @@ def _decompressor_factory(kind: str) -> tuple[Callable, Callable]:
         window = ZSTD_MAX_WINDOW
         return (lambda: zstandard.ZstdDecompressor(max_window_size=window).decompressobj()), _unzstd
     raise AssertionError(kind)
+
+
+@functools.cache
+def deflate_module():
+    """What inflates gzip and zip deflate data: isal's zlib when it is installed (ISA-L
+    inflates these archives' text in about half zlib's CPU time, measured), else zlib.
+    Both have the same decompressobj (max_length, unconsumed_tail, eof, unused_data),
+    which is all the callers use, and both raise their module's ``error``."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        import zlib
+
+        return zlib
+    return isal_zlib
 
 
 # --------------------------------------------------------------------------- ratio caps
