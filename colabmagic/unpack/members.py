@@ -118,8 +118,8 @@ class NameTable:
     """A set of names, each numbered in the order added, in a few flat arrays.
 
     An archive of a million members must be vetted whole before it is written, but
-    not as a million Python objects (about 250 bytes each with their dicts): here a
-    name costs its UTF-8 bytes in one blob, plus about 30 bytes (its end in the blob,
+    not as a million Python objects (a Member and its dict slot: about 130 bytes): a
+    name costs its UTF-8 bytes in one blob, plus 21 to 29 bytes (its end in the blob,
     its hash, one byte of kind, and two to four hash-table slots).  Equal hashes are
     told apart by the names' bytes, so two names that collide are two names.
     """
