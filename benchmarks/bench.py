@@ -636,7 +636,14 @@ def table(doc: dict) -> str:
     shown = "-" if rss["value"] is None else f"{rss['value']:.0f} MB"
     target = f"≤ {rss['target']} MB"
     lines.append(
-        row("RSS", "peak RSS of the zip stage (CLI)", shown, "", target, verdict(rss["met"]))
+        row(
+            "RSS",
+            "peak RSS of the zip stage (CLI)",
+            shown,
+            "",
+            target,
+            "not run" if rss["value"] is None else verdict(rss["met"]),
+        )
     )
     shown, target = f"{imp['value']:.1f} ms", f"≤ {imp['target']} ms"
     lines.append(
@@ -734,6 +741,49 @@ def multistream_missing() -> str | None:
     return None if MULTISTREAM in _settings.PROFILES else f"profile {MULTISTREAM} not available"
 
 
+def measure_all(
+    args: argparse.Namespace, wanted: dict[str, set[str]], work: Path, drop_caches: bool
+) -> tuple[dict[str, Group], dict[str, str]]:
+    """Run every group WANTED names, in WORK; the groups run and the reasons for those
+    that could not run."""
+    from colabmagic import fakedrive
+
+    found: dict[str, Group] = {}
+    skipped: dict[str, str] = {}
+    local = work / "local"
+    warm = warm_set(work / "warm")
+    shared = {n for n in wanted if n != "large"}
+    if shared:
+        source = data.dataset(args.cache, args.files[0], args.data)
+        # A space in the Drive's path, as in "My Drive": the recipes must quote it.
+        with fakedrive.mount(source, work / "Google Drive", profile=args.profile) as root:
+            worker = Worker(root, warm) if any("inprocess" in wanted[n] for n in shared) else None
+            try:
+                for name, group in groups(root).items():
+                    if name in shared:
+                        print(f"{name}: {', '.join(sorted(wanted[name]))}", file=sys.stderr)
+                        measure(group, wanted[name], root, local, args.pairs, drop_caches, worker)
+                        found[name] = group
+            finally:
+                if worker:
+                    worker.close()
+    if "large" in wanted:
+        if reason := multistream_missing():
+            skipped["large"] = reason
+        else:
+            source = data.large(args.cache, args.large_mb)
+            with fakedrive.mount(source, work / "Google Drive", profile=MULTISTREAM) as root:
+                worker = Worker(root, warm)
+                try:
+                    group = large_group(root)
+                    print(f"large: {MULTISTREAM} profile, {args.large_mb} MB", file=sys.stderr)
+                    measure(group, wanted["large"], root, local, args.pairs, drop_caches, worker)
+                    found["large"] = group
+                finally:
+                    worker.close()
+    return found, skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if len(args.files) > 1:
@@ -752,47 +802,20 @@ def main(argv: list[str] | None = None) -> int:
     wanted: dict[str, set[str]] = {}
     for case in chosen:
         wanted.setdefault(case.group, set()).update(case.runners())
-    found: dict[str, Group] = {}
-    skipped: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="colabmagic-bench-") as work:
-        work = Path(work)
-        local = work / "local"
-        warm = warm_set(work / "warm")
-        shared = {n for n in wanted if n != "large"}
-        if shared:
-            source = data.dataset(args.cache, args.files[0], args.data)
-            # A space in the Drive's path, as in "My Drive": the recipes must quote it.
-            with fakedrive.mount(source, work / "Google Drive", profile=args.profile) as root:
-                worker = (
-                    Worker(root, warm) if any("inprocess" in wanted[n] for n in shared) else None
-                )
-                try:
-                    for name, group in groups(root).items():
-                        if name in shared:
-                            print(f"{name}: {', '.join(sorted(wanted[name]))}", file=sys.stderr)
-                            measure(
-                                group, wanted[name], root, local, args.pairs, drop_caches, worker
-                            )
-                            found[name] = group
-                finally:
-                    if worker:
-                        worker.close()
-        if "large" in wanted:
-            if reason := multistream_missing():
-                skipped["large"] = reason
-            else:
-                source = data.large(args.cache, args.large_mb)
-                with fakedrive.mount(source, work / "Google Drive", profile=MULTISTREAM) as root:
-                    worker = Worker(root, warm)
-                    try:
-                        group = large_group(root)
-                        print(f"large: {MULTISTREAM} profile, {args.large_mb} MB", file=sys.stderr)
-                        measure(
-                            group, wanted["large"], root, local, args.pairs, drop_caches, worker
-                        )
-                        found["large"] = group
-                    finally:
-                        worker.close()
+    work = Path(tempfile.mkdtemp(prefix="colabmagic-bench-"))
+    try:
+        found, skipped = measure_all(args, wanted, work, drop_caches)
+        return finish(args, chosen, found, skipped)
+    finally:
+        # rm, not shutil.rmtree: the runs leave hundreds of thousands of files.
+        print(f"removing {work}", file=sys.stderr)
+        subprocess.run(["rm", "-rf", "--", str(work)], check=False)
+
+
+def finish(
+    args: argparse.Namespace, chosen: list[Case], found: dict[str, Group], skipped: dict[str, str]
+) -> int:
+    """Compute the cases, print the table, write the JSON; the exit status."""
     results = {}
     for case in chosen:
         if case.group in skipped:
