@@ -249,7 +249,7 @@ class _locked:
         self.files = []
 
 
-LOCK_SLOTS = 256
+LOCK_SLOTS = 4096  # two unrelated stages (DIR and 5 parents each) share a slot about 1 time in 340
 
 
 def _slot(path: Path) -> int:
