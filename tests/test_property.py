@@ -382,10 +382,16 @@ def verdict(spec: Spec, entries: list[Entry]) -> str:
         files[clean] = entry
     for entry in files.values():
         if entry.kind == "symlink":
-            # A target that passes through another link resolves where the kernel
-            # says, not where the text says: no verdict.
-            path = parts_of(entry.target)
-            if any("/".join(path[:i]) in files for i in range(1, len(path) + 1)) or ".." in path:
+            # A target that passes through another link (itself included: a/a -> a)
+            # resolves where the kernel says, not where the text says: no verdict.
+            path = parts_of(entry.name)[:-1] + parts_of(entry.target)
+            through = ["/".join(path[:i]) for i in range(1, len(path))]
+            last = files.get("/".join(path))
+            if (
+                any(p in files for p in through)
+                or ".." in path
+                or getattr(last, "kind", "") == "symlink"
+            ):
                 unsure = True
     return "either" if unsure else "stage"
 
