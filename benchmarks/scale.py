@@ -200,9 +200,15 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="colabmagic-scale-"))
     try:
         results = measure(sizes, pairs, args.cache, work, drop_caches)
+        return finish(args, pairs, results, drop_caches)
     finally:
         # rm, not shutil.rmtree: a million files go several times faster.
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        print(f"removing {work}", file=sys.stderr)
+        subprocess.run(["rm", "-rf", "--", str(work)], check=False)
+
+
+def finish(args: argparse.Namespace, pairs: int, results: dict, drop_caches: bool) -> int:
+    """Print the table and write the JSON (before the runs' files are removed)."""
     doc = {
         "mode": "scale",
         "pairs": pairs,
