@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +58,43 @@ def sigint():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """Back-off in milliseconds, not seconds: the retries are what is under test."""
+    from colabmagic import source
+
+    monkeypatch.setattr(source, "BACKOFF_FIRST", 0.001)
+
+
+@pytest.fixture(scope="module")
+def drive() -> Iterator[tuple[Path, Path]]:
+    """(SRC, ROOT): a simulated Drive over SRC, mounted at ROOT for the test module."""
+    from colabmagic import fakedrive
+
+    if reason := fakedrive.available():
+        pytest.skip(f"fake Drive unavailable: {reason}")
+    with tempfile.TemporaryDirectory(prefix="colabmagic-drive-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        with fakedrive.mount(src, profile="fast") as root:
+            yield src, root
+
+
+@pytest.fixture
+def faults(drive: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
+    """The module's Drive, every fault and profile change undone after the test."""
+    from colabmagic import fakedrive
+
+    yield drive
+    fakedrive.configure(
+        drive[1],
+        fail_after=None,
+        fail_errno=None,
+        fail_path=None,
+        fail_always=None,
+        fail_rate=None,
+        seed=None,
+        profile="fast",
+    )

@@ -38,7 +38,6 @@ from tests.builders import as_contents, contents, sigint_in_child
 
 stage_module = importlib.import_module("colabmagic.staging")
 unpack_stream = importlib.import_module("colabmagic.unpack.stream")
-source_module = importlib.import_module("colabmagic.source")
 
 MB = 1_000_000
 no_fakedrive = fakedrive.available()
@@ -123,43 +122,7 @@ def reader_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "colabmagic-read"]
 
 
-@pytest.fixture
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Back-off in milliseconds, not seconds: the retries are what is under test."""
-    monkeypatch.setattr(source_module, "BACKOFF_FIRST", 0.001)
-
-
 # --------------------------------------------------------------------------- Drive faults
-
-
-@pytest.fixture(scope="module")
-def drive() -> Iterator[tuple[Path, Path]]:
-    """(SRC, ROOT): a simulated Drive over SRC, mounted at ROOT for this module."""
-    if no_fakedrive is not None:
-        pytest.skip(f"fake Drive unavailable: {no_fakedrive}")
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="colabmagic-faults-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        with fakedrive.mount(src, profile="fast") as root:
-            yield src, root
-
-
-@pytest.fixture
-def faults(drive: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
-    """The module's Drive, with every fault switched off again after the test."""
-    yield drive
-    fakedrive.configure(
-        drive[1],
-        fail_after=None,
-        fail_errno=None,
-        fail_path=None,
-        fail_always=None,
-        fail_rate=None,
-        seed=None,
-        profile="fast",
-    )
 
 
 ARCHIVES = {

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,43 +90,6 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[ranged.Ranged]:
     monkeypatch.setattr(ranged, "Ranged", Recorded)
     monkeypatch.setattr(ranged, "SEGMENT", SEGMENT)
     return made
-
-
-@pytest.fixture
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    from colabmagic import source
-
-    monkeypatch.setattr(source, "BACKOFF_FIRST", 0.001)
-
-
-@pytest.fixture(scope="module")
-def drive() -> Iterator[tuple[Path, Path]]:
-    """(SRC, ROOT): a simulated Drive over SRC, mounted at ROOT for this module."""
-    if no_fakedrive is not None:
-        pytest.skip(f"fake Drive unavailable: {no_fakedrive}")
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="colabmagic-streams-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        with fakedrive.mount(src, profile="fast") as root:
-            yield src, root
-
-
-@pytest.fixture
-def faults(drive: tuple[Path, Path]) -> Iterator[tuple[Path, Path]]:
-    """The module's Drive, every fault and profile change undone after the test."""
-    yield drive
-    fakedrive.configure(
-        drive[1],
-        fail_after=None,
-        fail_errno=None,
-        fail_path=None,
-        fail_always=None,
-        fail_rate=None,
-        seed=None,
-        profile="fast",
-    )
 
 
 # --------------------------------------------------------------------------- the same bytes
