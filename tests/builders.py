@@ -268,3 +268,24 @@ def sigint_in_child() -> None:
     there installs its KeyboardInterrupt handler even if this run ignores SIGINT
     (as it does under `nohup ... &`)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# A target folder that already holds the user's own work, and the check that a failed
+# or interrupted stage left it so.
+SENTINEL = {"sentinel.txt": b"the user's own work"}
+
+
+def user_folder(path: Path) -> Path:
+    """PATH made a folder that already holds the user's own work (SENTINEL)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "sentinel.txt").write_bytes(SENTINEL["sentinel.txt"])
+    return path
+
+
+def as_it_was(folder: Path) -> None:
+    """FOLDER holds the user's file and nothing else, and no half-finished work."""
+    assert contents(folder) == SENTINEL
+    state = folder / ".colabmagic"
+    assert [n for n in os.listdir(state) if n.startswith(("tmp-", "trash-"))] == []
+    for marker in state.glob("marker-*.json"):
+        assert '"complete"' not in marker.read_text()

@@ -34,7 +34,7 @@ from IPython.core.error import UsageError
 import colabmagic
 from colabmagic import fakedrive
 from colabmagic.errors import ColabMagicError
-from tests.builders import as_contents, contents, sigint_in_child
+from tests.builders import SENTINEL, as_contents, as_it_was, contents, sigint_in_child, user_folder
 
 stage_module = importlib.import_module("colabmagic.staging")
 unpack_stream = importlib.import_module("colabmagic.unpack.stream")
@@ -74,25 +74,9 @@ def zip_bytes(files: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> byte
     return out.getvalue()
 
 
-def user_folder(path: Path) -> Path:
-    """A target folder that already holds the user's own work."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "sentinel.txt").write_bytes(b"the user's own work")
-    return path
-
-
 def expected(files: dict[str, bytes]) -> dict[str, object]:
     """What `contents` shows once FILES are staged next to the sentinel."""
-    return as_contents(files, **{"sentinel.txt": b"the user's own work"})
-
-
-def as_it_was(folder: Path) -> None:
-    """FOLDER holds the user's file and nothing else, and no half-finished work."""
-    assert contents(folder) == {"sentinel.txt": b"the user's own work"}
-    leftovers = [n for n in os.listdir(folder / ".colabmagic") if n.startswith(("tmp-", "trash-"))]
-    assert leftovers == []
-    for marker in (folder / ".colabmagic").glob("marker-*.json"):
-        assert '"complete"' not in marker.read_text()
+    return as_contents(files, **SENTINEL)
 
 
 def lock_is_free(folder: Path) -> bool:

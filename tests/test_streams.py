@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -28,7 +27,16 @@ import colabmagic
 from colabmagic import fakedrive, ranged
 from colabmagic.errors import ColabMagicError
 from colabmagic.source import DriveDropped, SourceFile
-from tests.builders import as_contents, contents, random_files, sigint_in_child, tar_bytes
+from tests.builders import (
+    SENTINEL,
+    as_contents,
+    as_it_was,
+    contents,
+    random_files,
+    sigint_in_child,
+    tar_bytes,
+    user_folder,
+)
 from tests.builders import zip_bytes as build_zip
 
 MB = 1_000_000
@@ -37,7 +45,6 @@ no_fakedrive = fakedrive.available()
 needs_fakedrive = pytest.mark.skipif(
     no_fakedrive is not None, reason=f"fake Drive unavailable: {no_fakedrive}"
 )
-SENTINEL = {"sentinel.txt": b"the user's own work"}
 
 
 def mixed_files(seed: int) -> dict[str, bytes]:
@@ -56,20 +63,6 @@ ARCHIVES = {
     "deflated.zip": lambda files: build_zip(files, zipfile.ZIP_DEFLATED),
     "data.tar.gz": lambda files: tar_bytes(files, "w:gz"),
 }
-
-
-def user_folder(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "sentinel.txt").write_bytes(SENTINEL["sentinel.txt"])
-    return path
-
-
-def as_it_was(folder: Path) -> None:
-    assert contents(folder) == SENTINEL
-    state = folder / ".colabmagic"
-    assert [n for n in os.listdir(state) if n.startswith(("tmp-", "trash-"))] == []
-    for marker in state.glob("marker-*.json"):
-        assert '"complete"' not in marker.read_text()
 
 
 def readers_alive() -> list[str]:
